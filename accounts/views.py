@@ -1,0 +1,15 @@
+from django.contrib.auth import login
+from django.urls import reverse_lazy
+from django.views.generic import FormView
+
+from accounts.forms import SignUpForm
+
+
+class SignUpView(FormView):
+    template_name = "registration/signup.html"
+    form_class = SignUpForm
+    success_url = reverse_lazy("chat:room-list")
+
+    def form_valid(self, form):
+        login(self.request, form.save(), backend="django.contrib.auth.backends.ModelBackend")
+        return super().form_valid(form)

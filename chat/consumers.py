@@ -1,0 +1,162 @@
+"""The chat socket: one per client, with rooms multiplexed on it.
+
+Thin by design: authenticate, parse the frame (chat.protocol), call a service
+or selector, reply. Business rules live in chat.services.
+"""
+
+import asyncio
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat import events, protocol, selectors, services
+from chat.exceptions import ChatError, NotJoined
+from chat.models import Message, Room
+from chat.presence import get_presence
+
+
+@database_sync_to_async
+def _room_enter(user, slug: str) -> Room:
+    room = selectors.room_get(slug=slug)
+    services.room_join(user=user, room=room)
+    return room
+
+
+@database_sync_to_async
+def _room_messages(room: Room, since: int | None) -> list[Message]:
+    if since is None:
+        return selectors.message_latest(room=room)
+    return selectors.message_since(room=room, since=since)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message: dict) -> None:
+        # Channels >= 4.2 hops to a thread for aclose_old_connections() before
+        # every handler, including each room event to each member: on a busy
+        # room that hop is most of the CPU. Every database call here goes
+        # through database_sync_to_async, which closes stale connections in its
+        # own thread, so the extra hop buys nothing.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()  # before accept: the handshake is refused (403)
+            return
+        self.user = user
+        self.username = user.username
+        self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
+        self.presence = get_presence()
+        await self.accept()
+        self.heartbeat = asyncio.create_task(self._heartbeat())
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "rooms"):
+            return  # refused before accept
+        self.heartbeat.cancel()
+        for room in list(self.rooms.values()):
+            await self._leave(room)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        command = None
+        try:
+            command = protocol.parse_text(text_data)
+            await self.commands[type(command)](self, command)
+        except ChatError as exc:
+            ref = command.ref if command is not None else exc.ref
+            await self.send_frame(protocol.error_frame(exc, ref=ref))
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.send(text_data=protocol.encode(frame))
+
+    # --- commands from the client ---------------------------------------------------
+
+    async def join(self, command: protocol.Join) -> None:
+        room = self.rooms.get(command.room)
+        if room is not None:
+            # Already in: a join again is a request for more catch-up.
+            messages = await _room_messages(room, command.since)
+            online = await self.presence.online(room.id)
+        else:
+            room = await _room_enter(self.user, command.room)
+            # Into the group before reading history, so that nothing posted in
+            # between is missed (the client drops what it sees twice, by id).
+            await self.channel_layer.group_add(events.room_group(room.id), self.channel_name)
+            self.rooms[room.slug] = room
+            messages = await _room_messages(room, command.since)
+            joined = await self.presence.add(room.id, self.username, self.channel_name)
+            online = joined.online
+            if joined.first:
+                await events.aroom_broadcast(
+                    room.id,
+                    protocol.presence_frame(room=room.slug, user=self.username, online=True),
+                    exclude=self.channel_name,
+                )
+        await self.send_frame(
+            protocol.joined_frame(room=room.slug, online=online, messages=messages)
+        )
+
+    async def leave(self, command: protocol.Leave) -> None:
+        await self._leave(self._joined(command.room))
+        await self.send_frame(protocol.left_frame(room=command.room))
+
+    async def post_message(self, command: protocol.PostMessage) -> None:
+        room = self._joined(command.room)
+        message, created = await database_sync_to_async(services.message_post)(
+            user=self.user, room=room, body=command.body, client_id=command.client_id
+        )
+        if not created:
+            # A resend of a stored message: only the sender hears it again.
+            await self.send_frame(protocol.message_frame(message))
+
+    async def typing(self, command: protocol.Typing) -> None:
+        room = self._joined(command.room)
+        await events.aroom_broadcast(
+            room.id,
+            protocol.typing_frame(room=room.slug, user=self.username, typing=command.typing),
+            exclude=self.channel_name,
+        )
+
+    commands = {
+        protocol.Join: join,
+        protocol.Leave: leave,
+        protocol.PostMessage: post_message,
+        protocol.Typing: typing,
+    }
+
+    # --- events from the channel layer --------------------------------------------------
+
+    async def room_frame(self, event: dict) -> None:
+        if event.get("exclude") != self.channel_name:
+            await self.send(text_data=event["text"])
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _joined(self, slug: str) -> Room:
+        try:
+            return self.rooms[slug]
+        except KeyError:
+            raise NotJoined(f"You have not joined {slug!r} on this connection.") from None
+
+    async def _leave(self, room: Room) -> None:
+        del self.rooms[room.slug]
+        await self.channel_layer.group_discard(events.room_group(room.id), self.channel_name)
+        if await self.presence.remove(room.id, self.username, self.channel_name):
+            await events.aroom_broadcast(
+                room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)
+            )
+
+    async def _heartbeat(self) -> None:
+        """Keep this socket's presence entries alive while it is open."""
+        interval = settings.PRESENCE_TTL / 3
+        while True:
+            await asyncio.sleep(interval)
+            if self.rooms:
+                await self.presence.refresh(
+                    [room.id for room in self.rooms.values()], self.username, self.channel_name
+                )

@@ -1,0 +1,69 @@
+"""The errors of the chat's business rules and wire protocol.
+
+Each has a machine `code` (the `code` of an `error` frame, and of an API error
+body) and the HTTP status the API answers with. The consumer and the DRF
+exception handler each map them in one place.
+"""
+
+
+class ChatError(Exception):
+    code = "error"
+    http_status = 400
+    default_detail = "The request could not be processed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        # What the error is about (a room slug or a client_id), for the client
+        # to match it with what it sent; set by whoever knows.
+        self.ref: str | None = None
+        super().__init__(self.detail)
+
+
+class ProtocolError(ChatError):
+    """A frame that is not what docs/protocol.md allows."""
+
+    code = "invalid_frame"
+    default_detail = "The frame is not valid."
+
+
+class InvalidJson(ProtocolError):
+    code = "invalid_json"
+    default_detail = "The frame is not valid JSON text."
+
+
+class UnknownType(ProtocolError):
+    code = "unknown_type"
+    default_detail = "Unknown frame type."
+
+
+class InvalidField(ProtocolError):
+    code = "invalid_field"
+    default_detail = "A field is missing or has the wrong type."
+
+
+class EmptyBody(ChatError):
+    code = "empty_body"
+    default_detail = "A message needs some text."
+
+
+class BodyTooLong(ChatError):
+    code = "body_too_long"
+    default_detail = "The message is too long."
+
+
+class RoomNotFound(ChatError):
+    code = "room_not_found"
+    http_status = 404
+    default_detail = "No such room."
+
+
+class NotJoined(ChatError):
+    code = "not_joined"
+    http_status = 409
+    default_detail = "Join the room first."
+
+
+class Forbidden(ChatError):
+    code = "forbidden"
+    http_status = 403
+    default_detail = "You may not do that in this room."

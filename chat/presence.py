@@ -1,0 +1,150 @@
+"""Who is online in each room, shared by every server process.
+
+An entry is one socket in one room: (username, channel name) with an expiry.
+A user is online while any of their sockets is; so a second tab does not
+announce them twice, and closing one of two tabs does not make them vanish.
+Sockets refresh their entries (see ChatConsumer's heartbeat), so the entries
+of a process that died without cleaning up expire after PRESENCE_TTL.
+
+With REDIS_URL set the entries live in Redis (a sorted set per room, scored by
+expiry) so that every process sees the same list. Without it the whole app is
+one process (the in-memory channel layer cannot span more), and a dict in that
+process is the same thing.
+"""
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+SEPARATOR = "\x1f"  # never in a Django username
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    online: list[str]
+    first: bool  # the user's first socket in the room: announce them
+
+
+def _entry(username: str, channel: str) -> str:
+    return f"{username}{SEPARATOR}{channel}"
+
+
+def _users(entries: list[str]) -> list[str]:
+    return sorted({entry.split(SEPARATOR, 1)[0] for entry in entries})
+
+
+class LocalPresence:
+    def __init__(self) -> None:
+        self.rooms: dict[int, dict[str, float]] = {}
+
+    def _live(self, room_id: int) -> dict[str, float]:
+        entries = self.rooms.setdefault(room_id, {})
+        now = time.monotonic()
+        for entry in [e for e, expires in entries.items() if expires <= now]:
+            del entries[entry]
+        return entries
+
+    async def add(self, room_id: int, username: str, channel: str) -> Joined:
+        entries = self._live(room_id)
+        entries[_entry(username, channel)] = time.monotonic() + settings.PRESENCE_TTL
+        online = list(entries)
+        return Joined(online=_users(online), first=_count(online, username) == 1)
+
+    async def remove(self, room_id: int, username: str, channel: str) -> bool:
+        """Drop the socket; True when it was the user's last one in the room."""
+        entries = self._live(room_id)
+        entries.pop(_entry(username, channel), None)
+        return _count(list(entries), username) == 0
+
+    async def refresh(self, room_ids: list[int], username: str, channel: str) -> None:
+        expires = time.monotonic() + settings.PRESENCE_TTL
+        for room_id in room_ids:
+            self._live(room_id)[_entry(username, channel)] = expires
+
+    async def online(self, room_id: int) -> list[str]:
+        return _users(list(self._live(room_id)))
+
+
+class RedisPresence:
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        # redis-py clients belong to the event loop that made them; tests and
+        # async_to_sync run several loops, so keep one client per loop.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _client(self) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(self.url, decode_responses=True)
+            self._clients[loop] = client
+        return client
+
+    def _key(self, room_id: int) -> str:
+        return f"{self.prefix}:presence:{room_id}"
+
+    async def add(self, room_id: int, username: str, channel: str) -> Joined:
+        key, now = self._key(room_id), time.time()
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now)
+            pipe.zadd(key, {_entry(username, channel): now + settings.PRESENCE_TTL})
+            pipe.expire(key, settings.PRESENCE_TTL)
+            pipe.zrange(key, 0, -1)
+            *_, entries = await pipe.execute()
+        return Joined(online=_users(entries), first=_count(entries, username) == 1)
+
+    async def remove(self, room_id: int, username: str, channel: str) -> bool:
+        key = self._key(room_id)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.zrem(key, _entry(username, channel))
+            pipe.zrangebyscore(key, time.time(), "+inf")
+            _, entries = await pipe.execute()
+        return _count(entries, username) == 0
+
+    async def refresh(self, room_ids: list[int], username: str, channel: str) -> None:
+        expires = time.time() + settings.PRESENCE_TTL
+        try:
+            async with self._client().pipeline(transaction=False) as pipe:
+                for room_id in room_ids:
+                    pipe.zadd(self._key(room_id), {_entry(username, channel): expires})
+                    pipe.expire(self._key(room_id), settings.PRESENCE_TTL)
+                await pipe.execute()
+        except RedisError:
+            # A missed refresh only risks an early expiry; the next one retries.
+            logger.warning("presence refresh failed", exc_info=True)
+
+    async def online(self, room_id: int) -> list[str]:
+        return _users(await self._client().zrangebyscore(self._key(room_id), time.time(), "+inf"))
+
+
+def _count(entries: list[str], username: str) -> int:
+    prefix = username + SEPARATOR
+    return sum(1 for entry in entries if entry.startswith(prefix))
+
+
+_store: LocalPresence | RedisPresence | None = None
+
+
+def get_presence() -> LocalPresence | RedisPresence:
+    global _store
+    if _store is None:
+        if settings.REDIS_URL:
+            _store = RedisPresence(settings.REDIS_URL, settings.REDIS_PREFIX)
+        else:
+            _store = LocalPresence()
+    return _store
+
+
+def reset_presence() -> None:
+    """Forget the store, so the next call follows the current settings (tests)."""
+    global _store
+    _store = None

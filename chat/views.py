@@ -1,0 +1,32 @@
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from chat import protocol, selectors
+from chat.exceptions import RoomNotFound
+
+
+@login_required
+def room_list(request: HttpRequest) -> HttpResponse:
+    rooms = selectors.room_list_for_user(user=request.user)
+    return render(request, "chat/room_list.html", {"rooms": rooms})
+
+
+@login_required
+def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    try:
+        room = selectors.room_get(slug=slug)
+    except RoomNotFound:
+        raise Http404("No such room.") from None
+    # A private room's existence is not told to outsiders: 404, not 403.
+    if not selectors.room_is_visible_to(room=room, user=request.user):
+        raise Http404("No such room.")
+    messages = selectors.message_latest(room=room)
+    context = {
+        "room": room,
+        "messages": messages,
+        # The page hands its messages to chat.js in the wire format, so that
+        # the script knows the last id to resume from.
+        "initial": [protocol.message_payload(message) for message in messages],
+    }
+    return render(request, "chat/room.html", context)

@@ -1,0 +1,92 @@
+import os
+import uuid
+
+import pytest
+import redis
+from django.conf import settings
+
+from chat.presence import reset_presence
+from tests.factories import make_room, make_user
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def pytest_sessionstart(session):
+    """Under REQUIRE_SERVICES=1 a missing service fails the run instead of skipping tests."""
+    if not REQUIRE_SERVICES:
+        return
+    missing = [name for name in ("REDIS_URL", "DATABASE_URL") if not getattr(settings, name, "")]
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        missing.append("DATABASE_URL (PostgreSQL)")
+    if missing:
+        pytest.exit(f"REQUIRE_SERVICES=1 but not configured: {', '.join(missing)}", returncode=1)
+    redis.Redis.from_url(settings.REDIS_URL).ping()
+
+
+def need_redis() -> str:
+    """The Redis URL, or skip (fail under REQUIRE_SERVICES) when there is none."""
+    if not settings.REDIS_URL:
+        if REQUIRE_SERVICES:
+            pytest.fail("REDIS_URL is required")
+        pytest.skip("needs REDIS_URL")
+    return settings.REDIS_URL
+
+
+def need_postgres() -> None:
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        if REQUIRE_SERVICES:
+            pytest.fail("DATABASE_URL (PostgreSQL) is required")
+        pytest.skip("needs DATABASE_URL pointing at PostgreSQL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_shared_state(settings):
+    """Each test gets its own Redis key prefix (layer and presence) and a fresh presence store."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    settings.REDIS_PREFIX = prefix
+    if settings.REDIS_URL:
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                **settings.CHANNEL_LAYERS["default"],
+                "CONFIG": {
+                    **settings.CHANNEL_LAYERS["default"]["CONFIG"],
+                    "prefix": f"{prefix}:layer",
+                },
+            }
+        }
+    reset_presence()
+    yield prefix
+    reset_presence()
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def channel_backend(request, settings):
+    """Run a socket test on the in-memory layer and, when there is Redis, on channels-redis."""
+    if request.param == "memory":
+        settings.REDIS_URL = ""
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    else:
+        need_redis()
+    reset_presence()
+    return request.param
+
+
+@pytest.fixture
+def user(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def room(db):
+    return make_room("lobby", name="Lobby")

@@ -1,0 +1,34 @@
+"""Small factories: the objects a test needs, with defaults it does not care about."""
+
+import itertools
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+
+from chat.models import Membership, Message, Room
+
+_sequence = itertools.count(1)
+PASSWORD = "correct-horse-battery-9"
+
+
+def make_user(username: str | None = None, **fields) -> AbstractBaseUser:
+    username = username or f"user{next(_sequence)}"
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, **fields)
+
+
+def make_room(slug: str | None = None, **fields) -> Room:
+    slug = slug or f"room-{next(_sequence)}"
+    fields.setdefault("name", slug.replace("-", " ").title())
+    return Room.objects.create(slug=slug, **fields)
+
+
+def make_member(
+    user: AbstractBaseUser, room: Room, role: str = Membership.Role.MEMBER
+) -> Membership:
+    return Membership.objects.create(user=user, room=room, role=role)
+
+
+def make_messages(room: Room, user: AbstractBaseUser, count: int) -> list[Message]:
+    return Message.objects.bulk_create(
+        Message(room=room, user=user, body=f"message {i}") for i in range(count)
+    )

@@ -1,0 +1,69 @@
+"""Real WebSocket connections to the ASGI application, for tests."""
+
+from contextlib import asynccontextmanager
+
+from channels.testing import WebsocketCommunicator
+from rest_framework_simplejwt.tokens import AccessToken
+
+from chatsite.asgi import application
+
+TIMEOUT = 3
+
+
+class ChatClient:
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+
+    async def send(self, frame: dict) -> None:
+        await self.communicator.send_json_to(frame)
+
+    async def send_text(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def receive(self) -> dict:
+        return await self.communicator.receive_json_from(timeout=TIMEOUT)
+
+    async def receive_type(self, kind: str) -> dict:
+        """The next frame, which must be of type `kind`."""
+        frame = await self.receive()
+        assert frame["type"] == kind, frame
+        return frame
+
+    async def join(self, room: str, since: int | None = None) -> dict:
+        frame = {"type": "join", "room": room}
+        if since is not None:
+            frame["since"] = since
+        await self.send(frame)
+        return await self.receive_type("joined")
+
+    async def post(self, room: str, body: str, client_id: str | None = None) -> None:
+        await self.send({"type": "message", "room": room, "body": body, "client_id": client_id})
+
+    async def assert_silent(self) -> None:
+        assert await self.communicator.receive_nothing(timeout=0.2)
+
+
+def bearer_headers(user) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {AccessToken.for_user(user)}".encode())]
+
+
+@asynccontextmanager
+async def connect(user=None, *, headers=None, origin: bytes | None = b"http://localhost"):
+    """An open, authenticated socket; disconnected when the block ends."""
+    headers = list(headers if headers is not None else bearer_headers(user))
+    if origin is not None:
+        headers.append((b"origin", origin))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected, "the handshake was refused"
+    try:
+        yield ChatClient(communicator)
+    finally:
+        await communicator.disconnect()
+
+
+async def handshake_accepted(headers: list[tuple[bytes, bytes]]) -> bool:
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    await communicator.disconnect()
+    return connected
