@@ -132,6 +132,9 @@ else:
         # Several threads write (sockets and requests): wait for the lock
         # instead of failing at once.
         "OPTIONS": {"timeout": 20},
+        # A file, not memory, so that a server process started by the tests
+        # (browser test, several Daphne processes) sees the test data.
+        "TEST": {"NAME": BASE_DIR / "test-db.sqlite3"},
     }
 DATABASES = {"default": database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

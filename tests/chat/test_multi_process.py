@@ -1,0 +1,67 @@
+"""Two Daphne processes sharing Redis and PostgreSQL act as one chat server."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from rest_framework_simplejwt.tokens import AccessToken
+
+from tests.conftest import need_postgres, need_redis
+from tests.servers import daphne
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def two_servers(transactional_db):
+    need_redis()
+    need_postgres()
+    with daphne() as first, daphne() as second:
+        yield first, second
+
+
+async def _open(server: str, user):
+    headers = {"Authorization": f"Bearer {AccessToken.for_user(user)}"}
+    return await websockets.connect(f"ws://{server}/ws/chat/", additional_headers=headers)
+
+
+async def _receive(ws, kind: str) -> dict:
+    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
+    assert frame["type"] == kind, frame
+    return frame
+
+
+@pytest.mark.asyncio
+async def test_clients_on_two_processes_share_messages_presence_and_typing(
+    two_servers, user, other_user, room
+):
+    server_a, server_b = two_servers
+    alice = await _open(server_a, user)
+    bob = await _open(server_b, other_user)
+    try:
+        await alice.send(json.dumps({"type": "join", "room": room.slug}))
+        await _receive(alice, "joined")
+        await bob.send(json.dumps({"type": "join", "room": room.slug}))
+        joined = await _receive(bob, "joined")
+        assert joined["online"] == ["alice", "bob"]
+        assert (await _receive(alice, "presence"))["user"] == "bob"
+
+        await alice.send(json.dumps({"type": "message", "room": room.slug, "body": "hi from A"}))
+        to_bob = await _receive(bob, "message")
+        to_alice = await _receive(alice, "message")
+        assert to_bob == to_alice
+        assert to_bob["body"] == "hi from A"
+
+        await bob.send(json.dumps({"type": "typing", "room": room.slug, "typing": True}))
+        typing = await _receive(alice, "typing")
+        assert (typing["user"], typing["typing"]) == ("bob", True)
+
+        await bob.close()
+        offline = await _receive(alice, "presence")
+        assert (offline["user"], offline["online"]) == ("bob", False)
+    finally:
+        await alice.close()
+        await bob.close()
+    assert await database_sync_to_async(room.messages.count)() == 1

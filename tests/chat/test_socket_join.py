@@ -1,0 +1,137 @@
+"""Joining and leaving rooms on the socket: history, catch-up, presence."""
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.factories import make_member, make_messages, make_room
+from tests.ws import connect
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+async def test_join_answers_with_latest_50_messages_oldest_first(channel_backend, user, room):
+    stored = await sync_to_async(make_messages)(room, user, 60)
+    async with connect(user) as client:
+        joined = await client.join(room.slug)
+    assert [m["id"] for m in joined["messages"]] == [m.id for m in stored[-50:]]
+    first = joined["messages"][0]
+    assert set(first) == {"id", "room", "user", "body", "created", "client_id"}
+    assert first["room"] == room.slug
+    assert first["user"] == "alice"
+    assert first["created"].endswith("Z")
+
+
+async def test_join_with_since_returns_only_newer_messages(channel_backend, user, room):
+    stored = await sync_to_async(make_messages)(room, user, 10)
+    async with connect(user) as client:
+        joined = await client.join(room.slug, since=stored[6].id)
+    assert [m["id"] for m in joined["messages"]] == [m.id for m in stored[7:]]
+
+
+async def test_catch_up_beyond_a_page_continues_with_a_second_join(channel_backend, user, room):
+    stored = await sync_to_async(make_messages)(room, user, 130)
+    async with connect(user) as client:
+        first = await client.join(room.slug, since=stored[4].id)
+        assert len(first["messages"]) == 100
+        second = await client.join(room.slug, since=first["messages"][-1]["id"])
+    received = [m["id"] for m in first["messages"] + second["messages"]]
+    assert received == [m.id for m in stored[5:]]
+
+
+async def test_join_unknown_room_is_an_error(channel_backend, user):
+    async with connect(user) as client:
+        await client.send({"type": "join", "room": "nowhere"})
+        error = await client.receive_type("error")
+    assert error["code"] == "room_not_found"
+    assert error["ref"] == "nowhere"
+
+
+async def test_private_room_refuses_non_members(channel_backend, user):
+    secret = await sync_to_async(make_room)("secret", is_private=True)
+    async with connect(user) as client:
+        await client.send({"type": "join", "room": secret.slug})
+        error = await client.receive_type("error")
+    assert error["code"] == "forbidden"
+
+
+async def test_private_room_admits_its_members(channel_backend, user):
+    secret = await sync_to_async(make_room)("secret", is_private=True)
+    await sync_to_async(make_member)(user, secret)
+    async with connect(user) as client:
+        joined = await client.join(secret.slug)
+    assert joined["room"] == "secret"
+
+
+async def test_others_see_presence_when_someone_joins_and_leaves(
+    channel_backend, user, other_user, room
+):
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        async with connect(other_user) as bob:
+            joined = await bob.join(room.slug)
+            assert joined["online"] == ["alice", "bob"]
+            assert await alice.receive() == {
+                "type": "presence",
+                "room": room.slug,
+                "user": "bob",
+                "online": True,
+            }
+            await bob.send({"type": "leave", "room": room.slug})
+            assert await bob.receive() == {"type": "left", "room": room.slug}
+        offline = await alice.receive_type("presence")
+    assert offline["online"] is False
+    assert offline["user"] == "bob"
+
+
+async def test_closing_the_socket_leaves_every_room(channel_backend, user, other_user, room):
+    second = await sync_to_async(make_room)("second")
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        await alice.join(second.slug)
+        async with connect(other_user) as bob:
+            await bob.join(room.slug)
+            await bob.join(second.slug)
+            await alice.receive_type("presence")
+            await alice.receive_type("presence")
+        gone = [await alice.receive_type("presence"), await alice.receive_type("presence")]
+    assert {(p["room"], p["user"], p["online"]) for p in gone} == {
+        (room.slug, "bob", False),
+        (second.slug, "bob", False),
+    }
+
+
+async def test_second_tab_does_not_announce_or_drop_the_user(
+    channel_backend, user, other_user, room
+):
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        async with connect(other_user) as bob_tab1:
+            await bob_tab1.join(room.slug)
+            await alice.receive_type("presence")
+            async with connect(other_user) as bob_tab2:
+                joined = await bob_tab2.join(room.slug)
+                assert joined["online"] == ["alice", "bob"]
+            # One of bob's two tabs closed: he is still online.
+            await alice.assert_silent()
+        assert (await alice.receive_type("presence"))["online"] is False
+
+
+async def test_leave_of_a_room_not_joined_is_an_error(channel_backend, user, room):
+    async with connect(user) as client:
+        await client.send({"type": "leave", "room": room.slug})
+        error = await client.receive_type("error")
+    assert error["code"] == "not_joined"
+
+
+async def test_rejoin_after_reconnect_resumes_without_gaps(channel_backend, user, other_user, room):
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        await alice.post(room.slug, "before", "c-1")
+        last_seen = (await alice.receive_type("message"))["id"]
+    async with connect(other_user) as bob:
+        await bob.join(room.slug)
+        await bob.post(room.slug, "while alice was away", "c-2")
+        await bob.receive_type("message")
+    async with connect(user) as alice:
+        joined = await alice.join(room.slug, since=last_seen)
+    assert [m["body"] for m in joined["messages"]] == ["while alice was away"]

@@ -1,0 +1,99 @@
+"""Messages and typing over the socket."""
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat.models import Message
+from tests.factories import make_room
+from tests.ws import connect
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+async def test_message_is_stored_and_reaches_everyone_including_sender(
+    channel_backend, user, other_user, room
+):
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await alice.receive_type("presence")
+        await alice.post(room.slug, "hello bob", "c-1")
+        to_alice = await alice.receive_type("message")
+        to_bob = await bob.receive_type("message")
+    stored = await Message.objects.select_related("user").aget()
+    assert to_alice == to_bob
+    assert to_bob["id"] == stored.id
+    assert to_bob["user"] == "alice"
+    assert to_bob["body"] == stored.body == "hello bob"
+    assert to_bob["client_id"] == "c-1"
+    assert to_bob["room"] == room.slug
+
+
+async def test_message_without_client_id_is_accepted(channel_backend, user, room):
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        await alice.send({"type": "message", "room": room.slug, "body": "no id"})
+        echo = await alice.receive_type("message")
+    assert echo["client_id"] is None
+
+
+async def test_repeated_client_id_is_stored_once_and_only_sender_hears_it_again(
+    channel_backend, user, other_user, room
+):
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await alice.receive_type("presence")
+        await alice.post(room.slug, "once", "c-dup")
+        first = await alice.receive_type("message")
+        await bob.receive_type("message")
+        await alice.post(room.slug, "once (resent)", "c-dup")
+        again = await alice.receive_type("message")
+        await bob.assert_silent()
+    assert again == first
+    assert await Message.objects.acount() == 1
+
+
+async def test_client_in_two_rooms_gets_each_rooms_messages_only(
+    channel_backend, user, other_user, room
+):
+    other_room = await sync_to_async(make_room)("elsewhere")
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await alice.join(other_room.slug)
+        await bob.join(other_room.slug)
+        await alice.receive_type("presence")
+        await alice.post(room.slug, "to lobby", "c-1")
+        await alice.post(other_room.slug, "to elsewhere", "c-2")
+        to_alice = [await alice.receive_type("message"), await alice.receive_type("message")]
+        to_bob = await bob.receive_type("message")
+        await bob.assert_silent()
+    assert [(m["room"], m["body"]) for m in to_alice] == [
+        (room.slug, "to lobby"),
+        (other_room.slug, "to elsewhere"),
+    ]
+    assert (to_bob["room"], to_bob["body"]) == (other_room.slug, "to elsewhere")
+
+
+async def test_typing_reaches_others_but_not_the_sender(channel_backend, user, other_user, room):
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await alice.receive_type("presence")
+        await alice.send({"type": "typing", "room": room.slug, "typing": True})
+        typing = await bob.receive()
+        await alice.assert_silent()
+    assert typing == {"type": "typing", "room": room.slug, "user": "alice", "typing": True}
+
+
+async def test_messages_arrive_in_id_order(channel_backend, user, other_user, room):
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await alice.receive_type("presence")
+        for i in range(20):
+            await alice.post(room.slug, f"m{i}", f"c-{i}")
+        received = [await bob.receive_type("message") for _ in range(20)]
+    assert [m["body"] for m in received] == [f"m{i}" for i in range(20)]
+    ids = [m["id"] for m in received]
+    assert ids == sorted(ids)
