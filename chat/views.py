@@ -21,12 +21,12 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     # A private room's existence is not told to outsiders: 404, not 403.
     if not selectors.room_is_visible_to(room=room, user=request.user):
         raise Http404("No such room.")
-    messages = selectors.message_latest(room=room)
+    history = selectors.message_latest(room=room)
     context = {
         "room": room,
-        "messages": messages,
+        "history": history,
         # The page hands its messages to chat.js in the wire format, so that
         # the script knows the last id to resume from.
-        "initial": [protocol.message_payload(message) for message in messages],
+        "initial": [protocol.message_payload(message) for message in history],
     }
     return render(request, "chat/room.html", context)

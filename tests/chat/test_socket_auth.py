@@ -1,7 +1,7 @@
 """Who may open the chat socket."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.test import Client
 
 from tests.ws import bearer_headers, connect, handshake_accepted
@@ -31,7 +31,7 @@ async def test_bearer_token_authenticates_the_socket(user, room):
 
 async def test_session_cookie_authenticates_the_socket(user, room):
     browser = Client()
-    await sync_to_async(browser.force_login)(user)
+    await database_sync_to_async(browser.force_login)(user)
     cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
     async with connect(headers=[(b"cookie", cookie)]) as client:
         joined = await client.join(room.slug)

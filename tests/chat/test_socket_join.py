@@ -1,7 +1,7 @@
 """Joining and leaving rooms on the socket: history, catch-up, presence."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from tests.factories import make_member, make_messages, make_room
 from tests.ws import connect
@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
 async def test_join_answers_with_latest_50_messages_oldest_first(channel_backend, user, room):
-    stored = await sync_to_async(make_messages)(room, user, 60)
+    stored = await database_sync_to_async(make_messages)(room, user, 60)
     async with connect(user) as client:
         joined = await client.join(room.slug)
     assert [m["id"] for m in joined["messages"]] == [m.id for m in stored[-50:]]
@@ -22,14 +22,14 @@ async def test_join_answers_with_latest_50_messages_oldest_first(channel_backend
 
 
 async def test_join_with_since_returns_only_newer_messages(channel_backend, user, room):
-    stored = await sync_to_async(make_messages)(room, user, 10)
+    stored = await database_sync_to_async(make_messages)(room, user, 10)
     async with connect(user) as client:
         joined = await client.join(room.slug, since=stored[6].id)
     assert [m["id"] for m in joined["messages"]] == [m.id for m in stored[7:]]
 
 
 async def test_catch_up_beyond_a_page_continues_with_a_second_join(channel_backend, user, room):
-    stored = await sync_to_async(make_messages)(room, user, 130)
+    stored = await database_sync_to_async(make_messages)(room, user, 130)
     async with connect(user) as client:
         first = await client.join(room.slug, since=stored[4].id)
         assert len(first["messages"]) == 100
@@ -47,7 +47,7 @@ async def test_join_unknown_room_is_an_error(channel_backend, user):
 
 
 async def test_private_room_refuses_non_members(channel_backend, user):
-    secret = await sync_to_async(make_room)("secret", is_private=True)
+    secret = await database_sync_to_async(make_room)("secret", is_private=True)
     async with connect(user) as client:
         await client.send({"type": "join", "room": secret.slug})
         error = await client.receive_type("error")
@@ -55,8 +55,8 @@ async def test_private_room_refuses_non_members(channel_backend, user):
 
 
 async def test_private_room_admits_its_members(channel_backend, user):
-    secret = await sync_to_async(make_room)("secret", is_private=True)
-    await sync_to_async(make_member)(user, secret)
+    secret = await database_sync_to_async(make_room)("secret", is_private=True)
+    await database_sync_to_async(make_member)(user, secret)
     async with connect(user) as client:
         joined = await client.join(secret.slug)
     assert joined["room"] == "secret"
@@ -84,7 +84,7 @@ async def test_others_see_presence_when_someone_joins_and_leaves(
 
 
 async def test_closing_the_socket_leaves_every_room(channel_backend, user, other_user, room):
-    second = await sync_to_async(make_room)("second")
+    second = await database_sync_to_async(make_room)("second")
     async with connect(user) as alice:
         await alice.join(room.slug)
         await alice.join(second.slug)

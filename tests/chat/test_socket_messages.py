@@ -1,7 +1,7 @@
 """Messages and typing over the socket."""
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from chat.models import Message
 from tests.factories import make_room
@@ -20,7 +20,7 @@ async def test_message_is_stored_and_reaches_everyone_including_sender(
         await alice.post(room.slug, "hello bob", "c-1")
         to_alice = await alice.receive_type("message")
         to_bob = await bob.receive_type("message")
-    stored = await Message.objects.select_related("user").aget()
+    stored = await database_sync_to_async(Message.objects.get)()
     assert to_alice == to_bob
     assert to_bob["id"] == stored.id
     assert to_bob["user"] == "alice"
@@ -51,13 +51,13 @@ async def test_repeated_client_id_is_stored_once_and_only_sender_hears_it_again(
         again = await alice.receive_type("message")
         await bob.assert_silent()
     assert again == first
-    assert await Message.objects.acount() == 1
+    assert await database_sync_to_async(Message.objects.count)() == 1
 
 
 async def test_client_in_two_rooms_gets_each_rooms_messages_only(
     channel_backend, user, other_user, room
 ):
-    other_room = await sync_to_async(make_room)("elsewhere")
+    other_room = await database_sync_to_async(make_room)("elsewhere")
     async with connect(user) as alice, connect(other_user) as bob:
         await alice.join(room.slug)
         await alice.join(other_room.slug)

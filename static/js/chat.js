@@ -1,0 +1,564 @@
+// The room page: one WebSocket, one room. The frames are those of
+// docs/protocol.md. User data only ever reaches the page through textContent.
+"use strict";
+
+(() => {
+  const CATCH_UP_PAGE_SIZE = 100; // a page this full means more may be missing
+  const TYPING_REFRESH_MS = 3000; // resend "typing: true" at most this often
+  const TYPING_IDLE_MS = 4000; // then "typing: false" after this long idle
+  const TYPING_STALE_MS = 6000; // forget someone else's typing after this
+  const BACKOFF_BASE_MS = 500;
+  const BACKOFF_CAP_MS = 15000;
+  const MAX_REFUSED_HANDSHAKES = 3;
+  const NEAR_BOTTOM_PX = 80;
+  const MAX_NOTICES = 50;
+  const COMPOSER_MAX_HEIGHT_PX = 160;
+
+  const dom = {
+    scroller: document.getElementById("message-scroller"),
+    list: document.getElementById("message-list"),
+    emptyHint: document.getElementById("empty-hint"),
+    status: document.getElementById("status"),
+    typing: document.getElementById("typing"),
+    composer: document.getElementById("composer"),
+    input: document.getElementById("composer-input"),
+    onlineList: document.getElementById("online-list"),
+    onlineCount: document.getElementById("online-count"),
+    notices: document.getElementById("notices"),
+  };
+
+  const state = {
+    room: readJson("room-slug"),
+    me: readJson("current-user"),
+    ids: new Set(), // ids of the messages shown: frames may repeat them
+    maxId: null, // the highest of them
+    // Everything up to this id is shown, with no gap: where a (re)join resumes.
+    // Not simply the highest id, because a live message can overtake a
+    // catch-up page that is still coming.
+    syncedId: null,
+    joinSince: null, // the `since` of the join awaiting its answer
+    pending: new Map(), // client_id -> {body, el}: sent, not yet echoed
+    online: [],
+    typers: new Map(), // username -> timeout that forgets them
+    socket: null,
+    joined: false, // the room is joined on the current socket
+    live: false, // ...and the catch-up is complete
+    gaveUp: false, // the server will never let us in: stop reconnecting
+    attempt: 0, // reconnects since the last successful join
+    refusedInARow: 0, // sockets closed before they opened
+    reconnectTimer: null,
+    countdownTimer: null,
+    typingSentAt: 0,
+    typingIdleTimer: null,
+    typingOn: false,
+  };
+
+  function readJson(id) {
+    return JSON.parse(document.getElementById(id).textContent);
+  }
+
+  // --- small DOM helpers -----------------------------------------------------------
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function pad2(number) {
+    return String(number).padStart(2, "0");
+  }
+
+  // Shows `time.dateTime` as local HH:MM, with the full local date on hover.
+  function localizeTime(timeEl) {
+    const date = new Date(timeEl.dateTime);
+    if (Number.isNaN(date.getTime())) return;
+    timeEl.textContent = `${pad2(date.getHours())}:${pad2(date.getMinutes())}`;
+    timeEl.title = date.toLocaleString([], { dateStyle: "full", timeStyle: "medium" });
+  }
+
+  function timeElement(iso) {
+    const timeEl = element("time", "msg-time");
+    timeEl.dateTime = iso;
+    localizeTime(timeEl);
+    return timeEl;
+  }
+
+  // --- the message list -----------------------------------------------------------
+
+  function isNearBottom() {
+    const { scrollHeight, scrollTop, clientHeight } = dom.scroller;
+    return scrollHeight - scrollTop - clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  function scrollToBottom() {
+    dom.scroller.scrollTop = dom.scroller.scrollHeight;
+  }
+
+  function hideEmptyHint() {
+    if (dom.emptyHint) dom.emptyHint.hidden = true;
+  }
+
+  function renderMessage(message) {
+    const item = element("li", "msg");
+    if (message.user === state.me) item.classList.add("msg--own");
+    if (message.id != null) item.dataset.id = String(message.id);
+    const meta = element("div", "msg-meta");
+    meta.append(element("strong", "msg-user", message.user), " ", timeElement(message.created));
+    item.append(meta, element("div", "msg-body", message.body));
+    return item;
+  }
+
+  // Where a message with this id goes: before the first shown message with a
+  // higher id, else before the pending sends, which stay at the bottom.
+  function insertionPoint(id) {
+    const shown = dom.list.querySelectorAll(".msg[data-id]");
+    let before = null;
+    // Walk back from the newest: a new message is almost always the newest.
+    for (let i = shown.length - 1; i >= 0 && Number(shown[i].dataset.id) > id; i -= 1) {
+      before = shown[i];
+    }
+    return before || dom.list.querySelector(".msg--pending");
+  }
+
+  // Shows a stored message unless it is already shown; true if it was added.
+  function addMessage(message) {
+    if (state.ids.has(message.id)) return false;
+    state.ids.add(message.id);
+    state.maxId = Math.max(state.maxId ?? 0, message.id);
+    dom.list.insertBefore(renderMessage(message), insertionPoint(message.id));
+    hideEmptyHint();
+    return true;
+  }
+
+  // The echo of our own send is its acknowledgement: the placeholder goes.
+  function settlePending(message) {
+    if (message.user !== state.me || message.client_id == null) return;
+    const pending = state.pending.get(message.client_id);
+    if (!pending) return;
+    pending.el.remove();
+    state.pending.delete(message.client_id);
+  }
+
+  function seedFromPage() {
+    const ids = readJson("initial-messages").map((message) => message.id);
+    for (const item of dom.list.querySelectorAll(".msg[data-id]")) {
+      ids.push(Number(item.dataset.id));
+    }
+    for (const id of ids) {
+      state.ids.add(id);
+      state.maxId = Math.max(state.maxId ?? 0, id);
+    }
+    // The page holds the latest messages, with no gap: resume after them.
+    state.syncedId = state.maxId;
+    // The server rendered the times in UTC; show them in the reader's zone.
+    dom.list.querySelectorAll("time.msg-time").forEach(localizeTime);
+    scrollToBottom();
+  }
+
+  // --- sending ----------------------------------------------------------------------
+
+  function newClientId() {
+    if (window.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+    // randomUUID needs a secure context (https or localhost).
+    return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
+  }
+
+  function sendFrame(frame) {
+    const socket = state.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function transmit(clientId) {
+    const pending = state.pending.get(clientId);
+    sendFrame({ type: "message", room: state.room, body: pending.body, client_id: clientId });
+  }
+
+  // Shows the message at once, dimmed, until the server's echo replaces it.
+  function sendMessage(body) {
+    const clientId = newClientId();
+    const item = renderMessage({
+      id: null,
+      user: state.me,
+      body,
+      created: new Date().toISOString(),
+    });
+    item.classList.add("msg--pending");
+    item.append(element("div", "msg-state", "sending…"));
+    dom.list.append(item);
+    hideEmptyHint();
+    scrollToBottom();
+    state.pending.set(clientId, { body, el: item });
+    // Before the join completes, the resend after "joined" sends it.
+    if (state.joined) transmit(clientId);
+  }
+
+  // The server stores a client_id once, so resending after a lost ack is safe.
+  function resendPending() {
+    for (const clientId of state.pending.keys()) transmit(clientId);
+  }
+
+  function failPending(clientId, detail) {
+    const pending = state.pending.get(clientId);
+    state.pending.delete(clientId);
+    pending.el.classList.replace("msg--pending", "msg--failed");
+    const note = pending.el.querySelector(".msg-state");
+    note.textContent = `Not sent: ${detail}`;
+    note.classList.add("error-text");
+    note.setAttribute("role", "alert");
+  }
+
+  // --- typing, ours -------------------------------------------------------------------
+
+  function onComposerInput() {
+    resizeComposer();
+    if (!state.joined) return;
+    if (dom.input.value.trim() === "") {
+      stopTyping();
+      return;
+    }
+    const now = Date.now();
+    // Refreshed every few seconds so that the others' indicator stays up.
+    if (now - state.typingSentAt >= TYPING_REFRESH_MS) {
+      sendFrame({ type: "typing", room: state.room, typing: true });
+      state.typingSentAt = now;
+      state.typingOn = true;
+    }
+    clearTimeout(state.typingIdleTimer);
+    state.typingIdleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+  }
+
+  function stopTyping() {
+    clearTimeout(state.typingIdleTimer);
+    state.typingIdleTimer = null;
+    if (state.typingOn) sendFrame({ type: "typing", room: state.room, typing: false });
+    state.typingOn = false;
+    state.typingSentAt = 0;
+  }
+
+  function resizeComposer() {
+    dom.input.style.height = "auto";
+    dom.input.style.height = `${Math.min(dom.input.scrollHeight, COMPOSER_MAX_HEIGHT_PX)}px`;
+  }
+
+  function onComposerSubmit(event) {
+    event.preventDefault();
+    // Trailing blank lines are an accident; leading indentation may be code.
+    const body = dom.input.value.replace(/\s+$/, "");
+    if (body.trim() === "") return;
+    stopTyping();
+    sendMessage(body);
+    dom.input.value = "";
+    resizeComposer();
+    dom.input.focus();
+  }
+
+  function onComposerKeydown(event) {
+    // isComposing: Enter that confirms an IME candidate must not send.
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      dom.composer.requestSubmit();
+    }
+  }
+
+  // --- typing, theirs ------------------------------------------------------------------
+
+  function renderTyping() {
+    const names = [...state.typers.keys()].sort();
+    let text = "";
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) {
+      text = `${names[0]}, ${names[1]} and ${names.length - 2} more are typing…`;
+    }
+    dom.typing.textContent = text;
+  }
+
+  function forgetTyper(user) {
+    if (!state.typers.has(user)) return;
+    clearTimeout(state.typers.get(user));
+    state.typers.delete(user);
+    renderTyping();
+  }
+
+  function forgetAllTypers() {
+    for (const user of [...state.typers.keys()]) forgetTyper(user);
+  }
+
+  function onTyping(frame) {
+    // Our own other tabs: not news to us.
+    if (frame.user === state.me) return;
+    if (!frame.typing) {
+      forgetTyper(frame.user);
+      return;
+    }
+    clearTimeout(state.typers.get(frame.user));
+    // A lost "false" (closed tab) must not leave the indicator up forever.
+    state.typers.set(
+      frame.user,
+      setTimeout(() => forgetTyper(frame.user), TYPING_STALE_MS),
+    );
+    renderTyping();
+  }
+
+  // --- presence and notices --------------------------------------------------------------
+
+  function setOnline(users) {
+    state.online = [...new Set(users)].sort();
+    const items = state.online.map((user) => {
+      const item = element("li", "online-user", user);
+      if (user === state.me) {
+        item.classList.add("online-user--me");
+        item.append(element("span", "muted", "(you)"));
+      }
+      return item;
+    });
+    dom.onlineList.replaceChildren(...items);
+    dom.onlineCount.textContent = `(${state.online.length})`;
+  }
+
+  function onPresence(frame) {
+    const users = new Set(state.online);
+    if (frame.online) {
+      users.add(frame.user);
+    } else {
+      users.delete(frame.user);
+      forgetTyper(frame.user);
+    }
+    setOnline([...users]);
+    addNotice(`${frame.user} ${frame.online ? "joined" : "left"}`);
+  }
+
+  function addNotice(text, kind) {
+    const item = element("li", "notice");
+    if (kind === "error") item.classList.add("notice--error");
+    item.append(timeElement(new Date().toISOString()), " ", element("span", "", text));
+    dom.notices.append(item);
+    while (dom.notices.children.length > MAX_NOTICES) dom.notices.firstElementChild.remove();
+    dom.notices.scrollTop = dom.notices.scrollHeight;
+  }
+
+  // --- frames from the server --------------------------------------------------------------
+
+  function sendJoin() {
+    state.joinSince = state.syncedId;
+    sendFrame({ type: "join", room: state.room, since: state.syncedId });
+  }
+
+  function onJoined(frame) {
+    const nearBottom = isNearBottom();
+    const page = frame.messages;
+    setOnline(frame.online);
+    for (const message of page) {
+      settlePending(message);
+      addMessage(message);
+    }
+    if (nearBottom) scrollToBottom();
+    if (!state.joined) {
+      state.joined = true;
+      state.attempt = 0; // a working connection: the next drop starts the backoff over
+    }
+    if (state.joinSince != null && page.length === CATCH_UP_PAGE_SIZE) {
+      // More may be missing: ask from the end of this page, not from the
+      // highest id shown, which a live message may have moved past the gap.
+      state.syncedId = page[page.length - 1].id;
+      sendJoin();
+      return;
+    }
+    // Caught up: every message from here on arrives live, so nothing shown
+    // has a gap before it.
+    state.syncedId = state.maxId;
+    state.live = true;
+    setStatus("live");
+    resendPending();
+  }
+
+  function onLiveMessage(message) {
+    const nearBottom = isNearBottom();
+    settlePending(message);
+    forgetTyper(message.user);
+    if (!addMessage(message)) return;
+    if (state.live) state.syncedId = Math.max(state.syncedId ?? 0, message.id);
+    if (nearBottom || message.user === state.me) scrollToBottom();
+  }
+
+  function onError(frame) {
+    if (frame.ref != null && state.pending.has(frame.ref)) {
+      // Resending would fail the same way (too long, forbidden...).
+      failPending(frame.ref, frame.detail);
+      return;
+    }
+    addNotice(`Error: ${frame.detail}`, "error");
+    const joinRefused = ["forbidden", "room_not_found"].includes(frame.code);
+    if (!state.joined && frame.ref === state.room && joinRefused) {
+      // Reconnecting would be refused the same way.
+      state.gaveUp = true;
+      state.socket.close();
+    }
+  }
+
+  function onFrame(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (error) {
+      console.warn("chat: ignoring a frame that is not JSON", error);
+      return;
+    }
+    if (frame.type === "error") {
+      onError(frame);
+      return;
+    }
+    if (frame.room !== state.room) return;
+    switch (frame.type) {
+      case "joined":
+        onJoined(frame);
+        break;
+      case "message":
+        onLiveMessage(frame);
+        break;
+      case "presence":
+        onPresence(frame);
+        break;
+      case "typing":
+        onTyping(frame);
+        break;
+      default:
+        break; // "left", and frames newer than this script
+    }
+  }
+
+  // --- the connection ---------------------------------------------------------------------------
+
+  function setStatus(kind, text = kind) {
+    dom.status.className = `status status--${kind}`;
+    dom.status.textContent = text;
+  }
+
+  function socketUrl() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/ws/chat/`;
+  }
+
+  function connect() {
+    clearReconnect();
+    setStatus("connecting");
+    const socket = new WebSocket(socketUrl());
+    let opened = false;
+    state.socket = socket;
+    socket.addEventListener("open", () => {
+      opened = true;
+      state.refusedInARow = 0;
+      sendJoin();
+    });
+    socket.addEventListener("message", (event) => onFrame(event.data));
+    socket.addEventListener("close", () => onClose(socket, opened));
+  }
+
+  function onClose(socket, opened) {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    state.joined = false;
+    state.live = false;
+    state.typingOn = false;
+    state.typingSentAt = 0;
+    clearTimeout(state.typingIdleTimer);
+    // Whoever was typing may be long gone by the time we are back.
+    forgetAllTypers();
+    if (state.gaveUp) {
+      setStatus("offline");
+      return;
+    }
+    if (!opened) state.refusedInARow += 1;
+    if (state.refusedInARow > MAX_REFUSED_HANDSHAKES) {
+      checkSessionThenReconnect();
+      return;
+    }
+    scheduleReconnect();
+  }
+
+  // Handshakes keep being refused: most likely the session expired. Reloading
+  // then leads to the login page; but if the page itself still loads (the
+  // server is down, or refuses for another reason), a reload would only lose
+  // the pending messages, or loop.
+  async function checkSessionThenReconnect() {
+    try {
+      const response = await fetch(location.href, {
+        method: "HEAD",
+        redirect: "manual",
+        cache: "no-store",
+        credentials: "same-origin",
+      });
+      if (response.type === "opaqueredirect" || response.status === 403 || response.status === 404) {
+        location.reload();
+        return;
+      }
+    } catch (error) {
+      // The server is unreachable: keep retrying with the backoff.
+    }
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    clearReconnect();
+    if (!navigator.onLine) {
+      setStatus("offline"); // the "online" event reconnects
+      return;
+    }
+    // Full jitter: after a server restart, clients come back spread out
+    // instead of all at once.
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** state.attempt);
+    const delay = Math.random() * ceiling;
+    state.attempt = Math.min(state.attempt + 1, 30);
+    const due = Date.now() + delay;
+    const showCountdown = () => {
+      const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+      setStatus("reconnecting", `reconnecting in ${seconds}s`);
+    };
+    showCountdown();
+    state.countdownTimer = setInterval(showCountdown, 1000);
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function clearReconnect() {
+    clearTimeout(state.reconnectTimer);
+    clearInterval(state.countdownTimer);
+    state.reconnectTimer = null;
+    state.countdownTimer = null;
+  }
+
+  function onBrowserOnline() {
+    // Waiting out a long backoff would be pointless now.
+    if (!state.socket && !state.gaveUp) {
+      state.attempt = 0;
+      connect();
+    }
+  }
+
+  function onBrowserOffline() {
+    if (!state.socket) {
+      clearReconnect();
+      setStatus("offline");
+    }
+  }
+
+  // --- start ---------------------------------------------------------------------------------------
+
+  seedFromPage();
+  dom.composer.addEventListener("submit", onComposerSubmit);
+  dom.input.addEventListener("keydown", onComposerKeydown);
+  dom.input.addEventListener("input", onComposerInput);
+  window.addEventListener("online", onBrowserOnline);
+  window.addEventListener("offline", onBrowserOffline);
+  connect();
+
+  // For debugging from the console only.
+  window.chatApp = {
+    state,
+    // Drops the socket; the usual backoff brings it back.
+    disconnect: () => state.socket && state.socket.close(),
+  };
+})();

@@ -1,0 +1,92 @@
+"""The business rules, called directly (the socket and API tests go through the doors)."""
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from chat import services
+from chat.exceptions import BodyTooLong, EmptyBody, Forbidden
+from chat.models import Membership, Message
+from tests.factories import make_member, make_room
+
+pytestmark = pytest.mark.django_db
+
+
+def test_joining_a_public_room_makes_a_membership(user, room):
+    membership = services.room_join(user=user, room=room)
+    assert membership.role == Membership.Role.MEMBER
+    assert services.room_join(user=user, room=room) == membership
+
+
+def test_joining_a_private_room_needs_a_membership(user):
+    private = make_room(is_private=True)
+    with pytest.raises(Forbidden):
+        services.room_join(user=user, room=private)
+    assert not Membership.objects.filter(room=private).exists()
+
+
+def test_message_post_stores_the_message(user, room):
+    make_member(user, room)
+    message, created = services.message_post(user=user, room=room, body="hi", client_id="c-1")
+    assert created
+    assert Message.objects.get() == message
+    assert (message.body, message.client_id, message.room, message.user) == (
+        "hi",
+        "c-1",
+        room,
+        user,
+    )
+
+
+def test_message_post_requires_membership(user, room):
+    with pytest.raises(Forbidden):
+        services.message_post(user=user, room=room, body="hi")
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "error"), [("", EmptyBody), (" \n\t", EmptyBody), ("x" * 4001, BodyTooLong)]
+)
+def test_message_post_validates_the_body(user, room, body, error):
+    make_member(user, room)
+    with pytest.raises(error):
+        services.message_post(user=user, room=room, body=body)
+    assert not Message.objects.exists()
+
+
+def test_repeated_client_id_returns_the_stored_message(user, room):
+    make_member(user, room)
+    first, created = services.message_post(user=user, room=room, body="one", client_id="same")
+    again, created_again = services.message_post(user=user, room=room, body="two", client_id="same")
+    assert (created, created_again) == (True, False)
+    assert again == first
+    assert again.body == "one"
+    assert Message.objects.count() == 1
+
+
+def test_messages_without_client_id_are_never_deduplicated(user, room):
+    make_member(user, room)
+    services.message_post(user=user, room=room, body="a")
+    services.message_post(user=user, room=room, body="a")
+    assert Message.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_rolled_back_message_is_never_broadcast(user, room):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(f"room.{room.id}", channel)
+
+    def post_then_roll_back():
+        make_member(user, room)
+        with transaction.atomic():
+            services.message_post(user=user, room=room, body="doomed")
+            transaction.set_rollback(True)
+        services.message_post(user=user, room=room, body="kept")
+
+    await database_sync_to_async(post_then_roll_back)()
+    event = await layer.receive(channel)
+    assert '"body":"kept"' in event["text"]
+    assert await database_sync_to_async(Message.objects.count)() == 1
