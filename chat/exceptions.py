@@ -67,3 +67,25 @@ class Forbidden(ChatError):
     code = "forbidden"
     http_status = 403
     default_detail = "You may not do that in this room."
+
+
+class RoomExists(ChatError):
+    code = "room_exists"
+    http_status = 409
+    default_detail = "A room with this slug already exists."
+
+
+class InvalidRoomName(ChatError):
+    code = "invalid_name"
+    default_detail = "A room name needs at least one letter or digit."
+
+
+class UserNotFound(ChatError):
+    code = "user_not_found"
+    default_detail = "No active user with that username."
+
+
+class OwnerCannotLeave(ChatError):
+    code = "owner_cannot_leave"
+    http_status = 409
+    default_detail = "The owner cannot leave or be removed; delete the room instead."

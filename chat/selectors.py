@@ -1,10 +1,10 @@
 """Reads: what the pages, the socket and the API show."""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from chat.exceptions import RoomNotFound
-from chat.models import Message, Room
+from chat.models import Membership, Message, Room
 
 HISTORY_PAGE_SIZE = 50
 CATCH_UP_PAGE_SIZE = 100
@@ -18,19 +18,57 @@ def room_get(*, slug: str) -> Room:
 
 
 def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
-    """Public rooms, and the private rooms the user belongs to."""
-    return Room.objects.filter(Q(is_private=False) | Q(memberships__user=user)).distinct()
+    """Public rooms and the private rooms the user belongs to, with
+    `member_count` and `my_role` (None when not a member)."""
+    mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
+    return (
+        Room.objects.annotate(is_mine=Exists(mine))
+        .filter(Q(is_private=False) | Q(is_mine=True))
+        .annotate(
+            member_count=Count("memberships"),
+            my_role=Subquery(mine.values("role")[:1]),
+        )
+    )
 
 
-def room_is_visible_to(*, room: Room, user: AbstractBaseUser) -> bool:
-    return not room.is_private or room.memberships.filter(user=user).exists()
+def room_get_visible(*, slug: str, user: AbstractBaseUser) -> Room:
+    """The room as `user` may see it (annotated as in room_list_for_user).
+
+    A private room the user is not in does not exist for them: RoomNotFound,
+    so that its existence is not told to outsiders.
+    """
+    try:
+        return room_list_for_user(user=user).get(slug=slug)
+    except Room.DoesNotExist:
+        raise RoomNotFound(f"No room {slug!r}.") from None
+
+
+def membership_role(*, user: AbstractBaseUser, room: Room) -> str | None:
+    my_role = getattr(room, "my_role", None)
+    if my_role is not None:
+        return my_role  # annotated by room_get_visible
+    return Membership.objects.filter(user=user, room=room).values_list("role", flat=True).first()
+
+
+def member_list(*, room: Room) -> QuerySet[Membership]:
+    return room.memberships.select_related("user").order_by("joined_at", "id")
+
+
+def member_get(*, room: Room, username: str) -> Membership:
+    try:
+        return room.memberships.select_related("user").get(user__username=username)
+    except Membership.DoesNotExist:
+        raise RoomNotFound(f"{username!r} is not a member of this room.") from None
+
+
+def message_queryset(*, room: Room) -> QuerySet[Message]:
+    """The room's messages with what their payload shows, for paginated history."""
+    return Message.objects.filter(room=room).select_related("room", "user")
 
 
 def message_latest(*, room: Room, limit: int = HISTORY_PAGE_SIZE) -> list[Message]:
     """The room's latest `limit` messages, oldest first."""
-    newest_first = list(
-        Message.objects.filter(room=room).select_related("room", "user").order_by("-id")[:limit]
-    )
+    newest_first = list(message_queryset(room=room).order_by("-id")[:limit])
     newest_first.reverse()
     return newest_first
 
@@ -40,8 +78,4 @@ def message_since(*, room: Room, since: int, limit: int = CATCH_UP_PAGE_SIZE) ->
 
     A full page means there may be more: the caller asks again from its last id.
     """
-    return list(
-        Message.objects.filter(room=room, id__gt=since)
-        .select_related("room", "user")
-        .order_by("id")[:limit]
-    )
+    return list(message_queryset(room=room).filter(id__gt=since).order_by("id")[:limit])

@@ -15,12 +15,9 @@ def room_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     try:
-        room = selectors.room_get(slug=slug)
+        room = selectors.room_get_visible(slug=slug, user=request.user)
     except RoomNotFound:
         raise Http404("No such room.") from None
-    # A private room's existence is not told to outsiders: 404, not 403.
-    if not selectors.room_is_visible_to(room=room, user=request.user):
-        raise Http404("No such room.")
     history = selectors.message_latest(room=room)
     context = {
         "room": room,

@@ -76,6 +76,9 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "chat",
 ]
@@ -161,6 +164,19 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds what every process must agree on: the API's throttle
+# counters. Redis when there is one, else this process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"{REDIS_PREFIX}:cache",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # Seconds a presence entry lives without a heartbeat: a crashed process's
 # sockets drop out of "online" after this long.
 PRESENCE_TTL = env_int("PRESENCE_TTL", 90)
@@ -184,12 +200,45 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        # Per client address on the auth endpoints (password guessing), per
+        # user on sends. Counted in the shared cache, so in all processes.
+        "auth": env_str("THROTTLE_AUTH", "30/minute"),
+        "send": env_str("THROTTLE_SEND", "120/minute"),
+    },
+    # Behind one reverse proxy (nginx), the client address is the last hop it added.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 7)),
     "SIGNING_KEY": env_secret("JWT_SIGNING_KEY", dev_default=SECRET_KEY),
     "UPDATE_LAST_LOGIN": False,
+    # Each refresh hands out a new refresh token and retires the old one, so a
+    # stolen refresh token stops working once its owner uses theirs.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chat API",
+    "DESCRIPTION": "Rooms, memberships and message history. The WebSocket protocol is in "
+    "docs/protocol.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "chat.models.Membership.Role",
+        "AssignableRoleEnum": [("member", "Member"), ("moderator", "Moderator")],
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chat.api.schema.add_error_responses",
+    ],
 }
 
 # --- Internationalisation and static files -------------------------------------------

@@ -44,6 +44,8 @@ def _isolated_shared_state(settings):
     """Each test gets its own Redis key prefix (layer and presence) and a fresh presence store."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     settings.REDIS_PREFIX = prefix
+    # Throttle counters live in the cache: each test starts with none.
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"{prefix}:cache"}}
     if settings.REDIS_URL:
         settings.CHANNEL_LAYERS = {
             "default": {

@@ -1,10 +1,10 @@
 from django.urls import path
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from accounts.api.views import register
+from accounts.api import views
 
 urlpatterns = [
-    path("register/", register, name="api-register"),
-    path("token/", TokenObtainPairView.as_view(), name="api-token"),
-    path("token/refresh/", TokenRefreshView.as_view(), name="api-token-refresh"),
+    path("register/", views.register, name="api-register"),
+    path("token/", views.TokenObtainView.as_view(), name="api-token"),
+    path("token/refresh/", views.TokenRefreshView.as_view(), name="api-token-refresh"),
+    path("logout/", views.LogoutView.as_view(), name="api-logout"),
 ]

@@ -1,5 +1,6 @@
-"""The API's one exception handler: every error is a JSON body with a code."""
+"""The API's one exception handler: every error is a JSON object with a `code`."""
 
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -10,7 +11,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ChatError):
         return Response({"code": exc.code, "detail": exc.detail}, status=exc.http_status)
     response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(response.data, dict):
-        # DRF's own errors carry the machine code as the exception's default code.
-        response.data.setdefault("code", getattr(exc, "default_code", "error"))
+    if response is None:
+        return None  # not an API error: Django answers (500, logged)
+    data = response.data if isinstance(response.data, dict) else {"detail": response.data}
+    if isinstance(exc, exceptions.ValidationError):
+        # Field errors stay keyed by field, as DRF gives them; `code` says what kind.
+        data.setdefault("code", "invalid")
+    else:
+        data.setdefault("code", getattr(exc, "default_code", "error"))
+    response.data = data
     return response

@@ -1,0 +1,95 @@
+"""Input and output shapes of the REST API. Validation of types and formats
+lives here; rules (who may do what) live in chat.services."""
+
+from rest_framework import serializers
+
+from chat import protocol
+from chat.models import BODY_MAX_LENGTH, CLIENT_ID_MAX_LENGTH, Membership, Message, Room
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class RoomSerializer(serializers.ModelSerializer):
+    member_count = serializers.IntegerField(read_only=True)
+    my_role = serializers.ChoiceField(
+        choices=Membership.Role.choices, read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Room
+        fields = ["slug", "name", "description", "is_private", "created_at"]
+        fields += ["member_count", "my_role"]
+        read_only_fields = fields
+
+
+class RoomCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    slug = serializers.SlugField(max_length=50, required=False, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    is_private = serializers.BooleanField(required=False, default=False)
+
+
+class RoomUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    is_private = serializers.BooleanField(required=False)
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["username", "role", "joined_at"]
+        read_only_fields = fields
+
+
+class MemberAddSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(
+        choices=[Membership.Role.MEMBER, Membership.Role.MODERATOR],
+        default=Membership.Role.MEMBER,
+    )
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    """A message exactly as the socket shows it (chat.protocol.message_payload)."""
+
+    room = serializers.SlugField()
+    user = serializers.CharField()
+    created = serializers.DateTimeField()
+    client_id = serializers.CharField(allow_null=True)
+
+    class Meta:
+        model = Message
+        fields = ["id", "room", "user", "body", "created", "client_id"]
+        read_only_fields = fields
+
+    def to_representation(self, instance: Message) -> dict:
+        return protocol.message_payload(instance)
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    # Length and emptiness are the service's rules (the socket shares them);
+    # the limits here only keep absurd input out and document the API.
+    body = serializers.CharField(
+        trim_whitespace=False, allow_blank=True, max_length=BODY_MAX_LENGTH * 2
+    )
+    client_id = serializers.CharField(
+        max_length=CLIENT_ID_MAX_LENGTH, required=False, allow_null=True, default=None
+    )
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    before = serializers.IntegerField(min_value=0, required=False)
+    after = serializers.IntegerField(min_value=0, required=False)
+    page_size = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    cursor = serializers.CharField(required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if "before" in attrs and "after" in attrs:
+            raise serializers.ValidationError("Give 'before' or 'after', not both.")
+        return attrs

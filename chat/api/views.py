@@ -1,0 +1,165 @@
+"""The REST API: parse with a serializer, call one service or selector, answer.
+
+Permissions are the services' rules (chat.exceptions.Forbidden -> 403) and
+the selectors' visibility (a private room is 404 to outsiders).
+"""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from chat import selectors, services
+from chat.api.pagination import MessageCursorPagination
+from chat.api.serializers import (
+    HistoryQuerySerializer,
+    MemberAddSerializer,
+    MemberSerializer,
+    MessageCreateSerializer,
+    MessageSerializer,
+    RoomCreateSerializer,
+    RoomSerializer,
+    RoomUpdateSerializer,
+)
+from chat.api.throttling import SendRateThrottle
+
+
+def _visible_room(request: Request, slug: str):
+    return selectors.room_get_visible(slug=slug, user=request.user)
+
+
+def _room_response(request: Request, slug: str, status_code: int = status.HTTP_200_OK) -> Response:
+    return Response(RoomSerializer(_visible_room(request, slug)).data, status=status_code)
+
+
+class RoomListView(APIView):
+    @extend_schema(responses=RoomSerializer(many=True), summary="Rooms I can see")
+    def get(self, request: Request) -> Response:
+        rooms = selectors.room_list_for_user(user=request.user).order_by("name", "id")
+        return Response(RoomSerializer(rooms, many=True).data)
+
+    @extend_schema(
+        request=RoomCreateSerializer,
+        responses={201: RoomSerializer},
+        summary="Create a room (the creator becomes its owner)",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RoomCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        room = services.room_create(user=request.user, **serializer.validated_data)
+        return _room_response(request, room.slug, status.HTTP_201_CREATED)
+
+
+class RoomDetailView(APIView):
+    @extend_schema(responses=RoomSerializer, summary="One room")
+    def get(self, request: Request, slug: str) -> Response:
+        return _room_response(request, slug)
+
+    @extend_schema(
+        request=RoomUpdateSerializer, responses=RoomSerializer, summary="Change a room (owner)"
+    )
+    def patch(self, request: Request, slug: str) -> Response:
+        room = _visible_room(request, slug)
+        serializer = RoomUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.room_update(user=request.user, room=room, **serializer.validated_data)
+        return _room_response(request, slug)
+
+    @extend_schema(responses={204: None}, summary="Delete a room and its messages (owner)")
+    def delete(self, request: Request, slug: str) -> Response:
+        services.room_delete(user=request.user, room=_visible_room(request, slug))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoomJoinView(APIView):
+    @extend_schema(request=None, responses=RoomSerializer, summary="Join a public room")
+    def post(self, request: Request, slug: str) -> Response:
+        services.room_join(user=request.user, room=_visible_room(request, slug))
+        return _room_response(request, slug)
+
+
+class RoomLeaveView(APIView):
+    @extend_schema(request=None, responses={204: None}, summary="Leave a room")
+    def post(self, request: Request, slug: str) -> Response:
+        services.room_leave(user=request.user, room=_visible_room(request, slug))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberListView(APIView):
+    @extend_schema(responses=MemberSerializer(many=True), summary="A room's members")
+    def get(self, request: Request, slug: str) -> Response:
+        members = selectors.member_list(room=_visible_room(request, slug))
+        return Response(MemberSerializer(members, many=True).data)
+
+    @extend_schema(
+        request=MemberAddSerializer,
+        responses={201: MemberSerializer, 200: MemberSerializer},
+        summary="Add a member (owner or moderator; 200 if already a member)",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        room = _visible_room(request, slug)
+        serializer = MemberAddSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership, created = services.member_add(
+            actor=request.user, room=room, **serializer.validated_data
+        )
+        return Response(
+            MemberSerializer(membership).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class MemberDetailView(APIView):
+    @extend_schema(responses={204: None}, summary="Remove a member (or yourself)")
+    def delete(self, request: Request, slug: str, username: str) -> Response:
+        room = _visible_room(request, slug)
+        membership = selectors.member_get(room=room, username=username)
+        services.member_remove(actor=request.user, room=room, membership=membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListView(GenericAPIView):
+    serializer_class = MessageSerializer
+    pagination_class = MessageCursorPagination
+    throttle_classes = [SendRateThrottle]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("before", OpenApiTypes.INT, description="Only ids below this."),
+            OpenApiParameter(
+                "after", OpenApiTypes.INT, description="Only ids above this, oldest first."
+            ),
+        ],
+        summary="Message history, newest first (oldest first with `after`)",
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        room = _visible_room(request, slug)
+        query = HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        messages = selectors.message_queryset(room=room)
+        if "before" in query.validated_data:
+            messages = messages.filter(id__lt=query.validated_data["before"])
+        if "after" in query.validated_data:
+            messages = messages.filter(id__gt=query.validated_data["after"])
+        page = self.paginate_queryset(messages)
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=MessageCreateSerializer,
+        responses={201: MessageSerializer, 200: MessageSerializer},
+        summary="Send a message (200 with the stored one for a repeated client_id)",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        room = _visible_room(request, slug)
+        serializer = MessageCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        message, created = services.message_post(
+            user=request.user, room=room, **serializer.validated_data
+        )
+        return Response(
+            MessageSerializer(message).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
