@@ -72,3 +72,18 @@ def test_schema_documents_every_endpoint():
         "/api/rooms/{slug}/members/{username}/",
         "/api/rooms/{slug}/messages/",
     }
+
+
+@pytest.mark.django_db
+def test_swagger_ui_is_served_without_a_cdn(client):
+    page = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in page
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn." not in page
+    assert "unpkg" not in page
+    assert (
+        client.get(
+            "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+        ).status_code
+        == 200
+    )
