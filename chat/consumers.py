@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import events, protocol, selectors, services
+from chat import events, moderation, protocol, selectors, services
 from chat.exceptions import ChatError, NotJoined
 from chat.models import Message, Room
 from chat.presence import get_presence
@@ -52,6 +52,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.username = user.username
         self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
         self.presence = get_presence()
+        # Moderation reaches all of a user's sockets, in every process, here.
+        await self.channel_layer.group_add(events.user_group(user.pk), self.channel_name)
         await self.accept()
         self.heartbeat = asyncio.create_task(self._heartbeat())
 
@@ -59,6 +61,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "rooms"):
             return  # refused before accept
         self.heartbeat.cancel()
+        await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
         for room in list(self.rooms.values()):
             await self._leave(room)
 
@@ -122,11 +125,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             exclude=self.channel_name,
         )
 
+    async def delete(self, command: protocol.Delete) -> None:
+        room = self._joined(command.room)
+        await database_sync_to_async(moderation.message_delete)(
+            user=self.user, room=room, message_id=command.id
+        )
+
     commands = {
         protocol.Join: join,
         protocol.Leave: leave,
         protocol.PostMessage: post_message,
         protocol.Typing: typing,
+        protocol.Delete: delete,
     }
 
     # --- events from the channel layer --------------------------------------------------
@@ -134,6 +144,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_frame(self, event: dict) -> None:
         if event.get("exclude") != self.channel_name:
             await self.send(text_data=event["text"])
+
+    async def user_removed(self, event: dict) -> None:
+        """Banned or removed from a room: leave it at once, and say why."""
+        room = self.rooms.get(event["room"])
+        if room is not None:
+            await self._leave(room)
+            await self.send_frame(protocol.removed_frame(room=room.slug, reason=event["reason"]))
+
+    async def user_disconnect(self, event: dict) -> None:
+        """The account was deactivated."""
+        await self.close(code=4403)
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -10,10 +10,17 @@ from channels.layers import get_channel_layer
 from chat import protocol
 
 ROOM_EVENT = "room.frame"
+# Events to every socket of one user (in every process): moderation's reach.
+USER_REMOVED = "user.removed"
+USER_DISCONNECT = "user.disconnect"
 
 
 def room_group(room_id: int) -> str:
     return f"room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
 
 
 async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
@@ -27,3 +34,14 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
 def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
     """aroom_broadcast for sync code (services, views, admin)."""
     async_to_sync(aroom_broadcast)(room_id, frame, exclude=exclude)
+
+
+def user_removed_from_room(user_id: int, *, room_slug: str, reason: str) -> None:
+    """Every socket of the user leaves the room at once (a ban)."""
+    event = {"type": USER_REMOVED, "room": room_slug, "reason": reason}
+    async_to_sync(get_channel_layer().group_send)(user_group(user_id), event)
+
+
+def user_disconnect(user_id: int) -> None:
+    """Every socket of the user closes (a deactivated account)."""
+    async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": USER_DISCONNECT})

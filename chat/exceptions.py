@@ -11,11 +11,13 @@ class ChatError(Exception):
     http_status = 400
     default_detail = "The request could not be processed."
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, **extra: object) -> None:
         self.detail = detail or self.default_detail
         # What the error is about (a room slug or a client_id), for the client
         # to match it with what it sent; set by whoever knows.
         self.ref: str | None = None
+        # Machine-readable specifics (a mute's end), added to the error body.
+        self.extra = extra
         super().__init__(self.detail)
 
 
@@ -89,3 +91,41 @@ class OwnerCannotLeave(ChatError):
     code = "owner_cannot_leave"
     http_status = 409
     default_detail = "The owner cannot leave or be removed; delete the room instead."
+
+
+class RoomLocked(ChatError):
+    code = "room_locked"
+    http_status = 403
+    default_detail = "This room is locked: it is read-only for now."
+
+
+class RoomArchived(ChatError):
+    code = "room_archived"
+    http_status = 403
+    default_detail = "This room is archived: it is read-only."
+
+
+class Muted(ChatError):
+    code = "muted"
+    http_status = 403
+    default_detail = "You are muted in this room."
+
+
+class Banned(ChatError):
+    code = "banned"
+    http_status = 403
+    default_detail = "You are banned from this room."
+
+
+class MessageNotFound(ChatError):
+    code = "message_not_found"
+    http_status = 404
+    default_detail = "No such message."
+
+
+class UnknownUser(ChatError):
+    """A user named in the URL does not exist (UserNotFound is for request bodies)."""
+
+    code = "user_not_found"
+    http_status = 404
+    default_detail = "No such user."

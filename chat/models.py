@@ -11,6 +11,10 @@ class Room(models.Model):
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     is_private = models.BooleanField(default=False)
+    # Locked: read-only for now (moderation). Archived: read-only for good,
+    # and left out of room lists.
+    is_locked = models.BooleanField(default=False)
+    is_archived = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -39,6 +43,9 @@ class Membership(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True)
+    muted_until = models.DateTimeField(null=True, blank=True)
+    # A banned user keeps this row, so that they cannot simply join again.
+    is_banned = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -59,6 +66,15 @@ class Message(models.Model):
     # Chosen by the sending client so that a resend after a lost ack is
     # recognised; NULL (not "") when absent, so the uniqueness below skips it.
     client_id = models.CharField(max_length=CLIENT_ID_MAX_LENGTH, null=True, blank=True)  # noqa: DJ001
+    # Soft delete: hidden messages leave every history but stay for the audit.
+    hidden_at = models.DateTimeField(null=True, blank=True)
+    hidden_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -73,3 +89,49 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.body[:50]}"
+
+
+class AuditEntry(models.Model):
+    """One moderation action, from any door (admin, API, socket). Never edited."""
+
+    class Action(models.TextChoices):
+        ROOM_LOCK = "room_lock", "Lock room"
+        ROOM_UNLOCK = "room_unlock", "Unlock room"
+        ROOM_ARCHIVE = "room_archive", "Archive room"
+        ROOM_UNARCHIVE = "room_unarchive", "Unarchive room"
+        ROOM_EDIT = "room_edit", "Edit room"
+        MESSAGE_HIDE = "message_hide", "Hide message"
+        MESSAGE_UNHIDE = "message_unhide", "Unhide message"
+        MESSAGE_DELETE = "message_delete", "Delete own message"
+        MEMBER_MUTE = "member_mute", "Mute"
+        MEMBER_UNMUTE = "member_unmute", "Unmute"
+        MEMBER_BAN = "member_ban", "Ban"
+        MEMBER_UNBAN = "member_unban", "Unban"
+        MEMBER_ADD = "member_add", "Add member"
+        MEMBER_REMOVE = "member_remove", "Remove member"
+        USER_DEACTIVATE = "user_deactivate", "Deactivate account"
+        USER_REACTIVATE = "user_reactivate", "Reactivate account"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    action = models.CharField(max_length=30, choices=Action.choices)
+    room = models.ForeignKey(Room, on_delete=models.SET_NULL, null=True, blank=True)
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    message = models.ForeignKey(Message, on_delete=models.SET_NULL, null=True, blank=True)
+    reason = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.get_action_display()} at {self.created_at:%Y-%m-%d %H:%M}"

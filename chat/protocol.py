@@ -12,7 +12,7 @@ from datetime import UTC
 from typing import Any
 
 from chat.exceptions import ChatError, InvalidField, InvalidJson, ProtocolError, UnknownType
-from chat.models import CLIENT_ID_MAX_LENGTH, Message
+from chat.models import CLIENT_ID_MAX_LENGTH, Message, Room
 
 SLUG_MAX_LENGTH = 50
 
@@ -49,6 +49,16 @@ class PostMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Delete:
+    room: str
+    id: int
+
+    @property
+    def ref(self) -> str:
+        return self.room
+
+
+@dataclass(frozen=True, slots=True)
 class Typing:
     room: str
     typing: bool
@@ -58,7 +68,7 @@ class Typing:
         return self.room
 
 
-Command = Join | Leave | PostMessage | Typing
+Command = Join | Leave | PostMessage | Typing | Delete
 
 
 def parse_text(text: str | None) -> Command:
@@ -130,6 +140,13 @@ def _parse_message(content: dict) -> PostMessage:
     return PostMessage(room=room, body=body, client_id=client_id)
 
 
+def _parse_delete(content: dict) -> Delete:
+    message_id = content.get("id")
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 1:
+        raise InvalidField("'id' must be a message id (a positive integer).")
+    return Delete(room=_room(content), id=message_id)
+
+
 def _parse_typing(content: dict) -> Typing:
     typing = content.get("typing")
     if not isinstance(typing, bool):
@@ -142,6 +159,7 @@ _PARSERS = {
     "leave": _parse_leave,
     "message": _parse_message,
     "typing": _parse_typing,
+    "delete": _parse_delete,
 }
 
 
@@ -188,8 +206,25 @@ def typing_frame(*, room: str, user: str, typing: bool) -> dict:
     return {"type": "typing", "room": room, "user": user, "typing": typing}
 
 
+def message_deleted_frame(*, room: str, message_id: int) -> dict:
+    return {"type": "message_deleted", "room": room, "id": message_id}
+
+
+def removed_frame(*, room: str, reason: str) -> dict:
+    return {"type": "removed", "room": room, "reason": reason}
+
+
+def room_state_frame(room: Room) -> dict:
+    return {
+        "type": "room_state",
+        "room": room.slug,
+        "locked": room.is_locked,
+        "archived": room.is_archived,
+    }
+
+
 def error_frame(error: ChatError, *, ref: str | None = None) -> dict:
-    return {"type": "error", "code": error.code, "detail": error.detail, "ref": ref}
+    return {"type": "error", "code": error.code, "detail": error.detail, "ref": ref, **error.extra}
 
 
 def encode(frame: dict) -> str:

@@ -1,9 +1,10 @@
 """Reads: what the pages, the socket and the API show."""
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
-from chat.exceptions import RoomNotFound
+from chat.exceptions import MessageNotFound, RoomNotFound, UnknownUser
 from chat.models import Membership, Message, Room
 
 HISTORY_PAGE_SIZE = 50
@@ -18,9 +19,15 @@ def room_get(*, slug: str) -> Room:
 
 
 def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
+    """The rooms to list for `user`: those visible to them, without the archived."""
+    return room_visible_to(user=user).filter(is_archived=False)
+
+
+def room_visible_to(*, user: AbstractBaseUser) -> QuerySet[Room]:
     """Public rooms and the private rooms the user belongs to, with
     `member_count` and `my_role` (None when not a member)."""
-    mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
+    # A banned member is an outsider: a private room vanishes for them.
+    mine = Membership.objects.filter(room=OuterRef("pk"), user=user, is_banned=False)
     return (
         Room.objects.annotate(is_mine=Exists(mine))
         .filter(Q(is_private=False) | Q(is_mine=True))
@@ -32,13 +39,13 @@ def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
 
 
 def room_get_visible(*, slug: str, user: AbstractBaseUser) -> Room:
-    """The room as `user` may see it (annotated as in room_list_for_user).
+    """The room as `user` may see it (annotated as in room_visible_to).
 
     A private room the user is not in does not exist for them: RoomNotFound,
     so that its existence is not told to outsiders.
     """
     try:
-        return room_list_for_user(user=user).get(slug=slug)
+        return room_visible_to(user=user).get(slug=slug)
     except Room.DoesNotExist:
         raise RoomNotFound(f"No room {slug!r}.") from None
 
@@ -47,7 +54,15 @@ def membership_role(*, user: AbstractBaseUser, room: Room) -> str | None:
     my_role = getattr(room, "my_role", None)
     if my_role is not None:
         return my_role  # annotated by room_get_visible
-    return Membership.objects.filter(user=user, room=room).values_list("role", flat=True).first()
+    memberships = Membership.objects.filter(user=user, room=room, is_banned=False)
+    return memberships.values_list("role", flat=True).first()
+
+
+def user_get(*, username: str) -> AbstractBaseUser:
+    try:
+        return get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise UnknownUser(f"No user {username!r}.") from None
 
 
 def member_list(*, room: Room) -> QuerySet[Membership]:
@@ -62,8 +77,15 @@ def member_get(*, room: Room, username: str) -> Membership:
 
 
 def message_queryset(*, room: Room) -> QuerySet[Message]:
-    """The room's messages with what their payload shows, for paginated history."""
-    return Message.objects.filter(room=room).select_related("room", "user")
+    """The room's visible (not hidden) messages with what their payload shows."""
+    return Message.objects.filter(room=room, hidden_at__isnull=True).select_related("room", "user")
+
+
+def message_get(*, room: Room, message_id: int) -> Message:
+    try:
+        return message_queryset(room=room).get(id=message_id)
+    except Message.DoesNotExist:
+        raise MessageNotFound(f"No message {message_id} in this room.") from None
 
 
 def message_latest(*, room: Room, limit: int = HISTORY_PAGE_SIZE) -> list[Message]:

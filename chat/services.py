@@ -4,26 +4,31 @@ The consumer, the REST API and the admin all call these functions, so a rule
 (who may post, how long a message may be, who may add members) is written once.
 """
 
+from datetime import UTC
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from chat import events, protocol
+from chat.audit import Action, audit_record
 from chat.exceptions import (
+    Banned,
     BodyTooLong,
     EmptyBody,
     Forbidden,
     InvalidRoomName,
+    Muted,
     OwnerCannotLeave,
+    RoomArchived,
     RoomExists,
+    RoomLocked,
     UserNotFound,
 )
 from chat.models import BODY_MAX_LENGTH, Membership, Message, Room
-from chat.selectors import membership_role
-
-Role = Membership.Role
-MANAGERS = {Role.OWNER, Role.MODERATOR}
+from chat.roles import MANAGERS, OWNER, Role, require_role
 
 # --- rooms ------------------------------------------------------------------------------
 
@@ -55,17 +60,25 @@ def room_create(
     return room
 
 
+@transaction.atomic
 def room_update(*, user: AbstractBaseUser, room: Room, **fields: object) -> Room:
-    """Change a room's name, description or privacy: its owner (or staff) only."""
-    _require_role(user, room, {Role.OWNER}, "Only the room's owner may change it.")
-    for field, value in fields.items():
-        setattr(room, field, value)
-    room.save(update_fields=list(fields))
+    """Change a room: its description by its moderators, anything else by its owner."""
+    changed = {name: value for name, value in fields.items() if getattr(room, name) != value}
+    if set(changed) <= {"description"}:
+        require_role(user, room, MANAGERS, "Only the room's owner or moderators may change it.")
+    else:
+        require_role(user, room, OWNER, "Only the room's owner may change it.")
+    if not changed:
+        return room
+    for name, value in changed.items():
+        setattr(room, name, value)
+    room.save(update_fields=list(changed))
+    audit_record(actor=user, action=Action.ROOM_EDIT, room=room, fields=sorted(changed))
     return room
 
 
 def room_delete(*, user: AbstractBaseUser, room: Room) -> None:
-    _require_role(user, room, {Role.OWNER}, "Only the room's owner may delete it.")
+    require_role(user, room, OWNER, "Only the room's owner may delete it.")
     room.delete()
 
 
@@ -73,16 +86,21 @@ def room_delete(*, user: AbstractBaseUser, room: Room) -> None:
 
 
 def room_join(*, user: AbstractBaseUser, room: Room) -> Membership:
-    """Make `user` a member of `room`; private rooms admit existing members only."""
+    """Make `user` a member of `room`; private rooms admit existing members only,
+    and nobody banned gets back in."""
     if room.is_private:
         try:
-            return Membership.objects.get(user=user, room=room)
+            membership = Membership.objects.get(user=user, room=room)
         except Membership.DoesNotExist:
             raise Forbidden("This room is private; only its members may join.") from None
-    membership, _ = Membership.objects.get_or_create(user=user, room=room)
+    else:
+        membership, _ = Membership.objects.get_or_create(user=user, room=room)
+    if membership.is_banned:
+        raise Banned()
     return membership
 
 
+@transaction.atomic
 def member_add(
     *, actor: AbstractBaseUser, room: Room, username: str, role: str = Role.MEMBER
 ) -> tuple[Membership, bool]:
@@ -90,18 +108,24 @@ def member_add(
 
     Returns (membership, created); adding an existing member changes nothing.
     """
-    _require_role(actor, room, MANAGERS, "Only the room's owner or moderators may add members.")
+    require_role(actor, room, MANAGERS, "Only the room's owner or moderators may add members.")
     if role != Role.MEMBER:
-        _require_role(actor, room, {Role.OWNER}, "Only the room's owner may appoint moderators.")
+        require_role(actor, room, OWNER, "Only the room's owner may appoint moderators.")
     if role == Role.OWNER:
         raise Forbidden("A room has one owner.")
     try:
         user = get_user_model().objects.get(username=username, is_active=True)
     except get_user_model().DoesNotExist:
         raise UserNotFound(f"No active user {username!r}.") from None
-    return Membership.objects.get_or_create(user=user, room=room, defaults={"role": role})
+    membership, created = Membership.objects.get_or_create(
+        user=user, room=room, defaults={"role": role}
+    )
+    if created:
+        audit_record(actor=actor, action=Action.MEMBER_ADD, room=room, target_user=user, role=role)
+    return membership, created
 
 
+@transaction.atomic
 def member_remove(*, actor: AbstractBaseUser, room: Room, membership: Membership) -> None:
     """Remove a member: themselves (leaving), or by the owner or a moderator.
 
@@ -110,9 +134,17 @@ def member_remove(*, actor: AbstractBaseUser, room: Room, membership: Membership
     if membership.role == Role.OWNER:
         raise OwnerCannotLeave()
     if membership.user_id != actor.pk:
-        needed = {Role.OWNER} if membership.role == Role.MODERATOR else MANAGERS
-        _require_role(actor, room, needed, "You may not remove this member.")
+        needed = OWNER if membership.role == Role.MODERATOR else MANAGERS
+        require_role(actor, room, needed, "You may not remove this member.")
+        audit_record(
+            actor=actor, action=Action.MEMBER_REMOVE, room=room, target_user=membership.user
+        )
+    user_id = membership.user_id
     membership.delete()
+    # A former member's open sockets must stop hearing the room at once.
+    transaction.on_commit(
+        lambda: events.user_removed_from_room(user_id, room_slug=room.slug, reason="removed")
+    )
 
 
 def room_leave(*, user: AbstractBaseUser, room: Room) -> None:
@@ -133,6 +165,20 @@ def message_validate_body(body: str) -> None:
         raise BodyTooLong(f"A message may hold at most {BODY_MAX_LENGTH} characters.")
 
 
+def message_check_allowed(membership: Membership | None) -> None:
+    """May this member post now? Raises the reason they may not."""
+    if membership is None or membership.is_banned:
+        raise Forbidden("Only members of this room may post in it.")
+    room = membership.room
+    if room.is_archived:
+        raise RoomArchived()
+    if room.is_locked and membership.role not in MANAGERS:
+        raise RoomLocked()
+    if membership.muted_until is not None and membership.muted_until > timezone.now():
+        until = membership.muted_until.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        raise Muted(f"You are muted in this room until {until}.", until=until)
+
+
 def message_post(
     *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None = None
 ) -> tuple[Message, bool]:
@@ -143,8 +189,10 @@ def message_post(
     broadcast, so a client may resend freely after a lost acknowledgement.
     """
     message_validate_body(body)
-    if not Membership.objects.filter(user=user, room=room).exists():
-        raise Forbidden("Only members of this room may post in it.")
+    # One query for everything that may forbid the post, with the room's
+    # current state (the caller's Room may be older than a lock).
+    membership = Membership.objects.select_related("room").filter(user=user, room=room).first()
+    message_check_allowed(membership)
     try:
         with transaction.atomic():
             message = Message.objects.create(room=room, user=user, body=body, client_id=client_id)
@@ -159,10 +207,3 @@ def message_post(
         )
         return existing, False
     return message, True
-
-
-def _require_role(user: AbstractBaseUser, room: Room, roles: set[str], detail: str) -> None:
-    if getattr(user, "is_staff", False):
-        return  # staff moderate every room
-    if membership_role(user=user, room=room) not in roles:
-        raise Forbidden(detail)

@@ -136,8 +136,9 @@ else:
         # instead of failing at once.
         "OPTIONS": {"timeout": 20},
         # A file, not memory, so that a server process started by the tests
-        # (browser test, several Daphne processes) sees the test data.
-        "TEST": {"NAME": BASE_DIR / "test-db.sqlite3"},
+        # (browser test, several Daphne processes) sees the test data; one per
+        # test run, so that two runs side by side do not share it.
+        "TEST": {"NAME": BASE_DIR / f"test-db-{os.getpid()}.sqlite3"},
     }
 DATABASES = {"default": database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

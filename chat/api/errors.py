@@ -9,7 +9,8 @@ from chat.exceptions import ChatError
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ChatError):
-        return Response({"code": exc.code, "detail": exc.detail}, status=exc.http_status)
+        body = {"code": exc.code, "detail": exc.detail, **exc.extra}
+        return Response(body, status=exc.http_status)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # not an API error: Django answers (500, logged)

@@ -20,7 +20,8 @@ class RoomSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Room
-        fields = ["slug", "name", "description", "is_private", "created_at"]
+        fields = ["slug", "name", "description", "is_private", "is_locked", "is_archived"]
+        fields += ["created_at"]
         fields += ["member_count", "my_role"]
         read_only_fields = fields
 
@@ -43,7 +44,7 @@ class MemberSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Membership
-        fields = ["username", "role", "joined_at"]
+        fields = ["username", "role", "joined_at", "muted_until", "is_banned"]
         read_only_fields = fields
 
 
@@ -93,3 +94,19 @@ class HistoryQuerySerializer(serializers.Serializer):
         if "before" in attrs and "after" in attrs:
             raise serializers.ValidationError("Give 'before' or 'after', not both.")
         return attrs
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class LockSerializer(ReasonSerializer):
+    locked = serializers.BooleanField()
+
+
+class ArchiveSerializer(ReasonSerializer):
+    archived = serializers.BooleanField()
+
+
+class MuteSerializer(ReasonSerializer):
+    until = serializers.DateTimeField(allow_null=True, help_text="null unmutes")

@@ -14,4 +14,21 @@ urlpatterns = [
         name="api-member",
     ),
     path("rooms/<slug:slug>/messages/", views.MessageListView.as_view(), name="api-messages"),
+    path(
+        "rooms/<slug:slug>/messages/<int:message_id>/",
+        views.MessageDetailView.as_view(),
+        name="api-message",
+    ),
+    path("rooms/<slug:slug>/lock/", views.RoomLockView.as_view(), name="api-room-lock"),
+    path("rooms/<slug:slug>/archive/", views.RoomArchiveView.as_view(), name="api-room-archive"),
+    path(
+        "rooms/<slug:slug>/members/<str:username>/mute/",
+        views.MemberMuteView.as_view(),
+        name="api-member-mute",
+    ),
+    path(
+        "rooms/<slug:slug>/members/<str:username>/ban/",
+        views.MemberBanView.as_view(),
+        name="api-member-ban",
+    ),
 ]

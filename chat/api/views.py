@@ -12,14 +12,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chat import selectors, services
+from chat import moderation, selectors, services
 from chat.api.pagination import MessageCursorPagination
 from chat.api.serializers import (
+    ArchiveSerializer,
     HistoryQuerySerializer,
+    LockSerializer,
     MemberAddSerializer,
     MemberSerializer,
     MessageCreateSerializer,
     MessageSerializer,
+    MuteSerializer,
+    ReasonSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
@@ -163,3 +167,72 @@ class MessageListView(GenericAPIView):
             MessageSerializer(message).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class MessageDetailView(APIView):
+    @extend_schema(
+        request=ReasonSerializer,
+        responses={204: None},
+        summary="Delete a message (its author) or hide it (moderators)",
+    )
+    def delete(self, request: Request, slug: str, message_id: int) -> Response:
+        room = _visible_room(request, slug)
+        message = selectors.message_get(room=room, message_id=message_id)
+        reason = _parsed(ReasonSerializer, request)["reason"]
+        moderation.message_hide(actor=request.user, message=message, reason=reason)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoomLockView(APIView):
+    @extend_schema(request=LockSerializer, responses=RoomSerializer, summary="Lock or unlock")
+    def post(self, request: Request, slug: str) -> Response:
+        data = _parsed(LockSerializer, request)
+        moderation.room_set_locked(actor=request.user, room=_visible_room(request, slug), **data)
+        return _room_response(request, slug)
+
+
+class RoomArchiveView(APIView):
+    @extend_schema(
+        request=ArchiveSerializer, responses=RoomSerializer, summary="Archive or unarchive"
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        data = _parsed(ArchiveSerializer, request)
+        moderation.room_set_archived(actor=request.user, room=_visible_room(request, slug), **data)
+        return _room_response(request, slug)
+
+
+class MemberMuteView(APIView):
+    @extend_schema(request=MuteSerializer, responses=MemberSerializer, summary="Mute until a time")
+    def post(self, request: Request, slug: str, username: str) -> Response:
+        room = _visible_room(request, slug)
+        target = selectors.user_get(username=username)
+        membership = moderation.member_mute(
+            actor=request.user, room=room, user=target, **_parsed(MuteSerializer, request)
+        )
+        return Response(MemberSerializer(membership).data)
+
+
+class MemberBanView(APIView):
+    @extend_schema(request=ReasonSerializer, responses=MemberSerializer, summary="Ban")
+    def post(self, request: Request, slug: str, username: str) -> Response:
+        room = _visible_room(request, slug)
+        target = selectors.user_get(username=username)
+        membership = moderation.member_ban(
+            actor=request.user, room=room, user=target, **_parsed(ReasonSerializer, request)
+        )
+        return Response(MemberSerializer(membership).data)
+
+    @extend_schema(request=ReasonSerializer, responses={204: None}, summary="Unban")
+    def delete(self, request: Request, slug: str, username: str) -> Response:
+        room = _visible_room(request, slug)
+        target = selectors.user_get(username=username)
+        moderation.member_unban(
+            actor=request.user, room=room, user=target, **_parsed(ReasonSerializer, request)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _parsed(serializer_class, request: Request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

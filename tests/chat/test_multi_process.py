@@ -6,9 +6,12 @@ import json
 import pytest
 import websockets
 from channels.db import database_sync_to_async
+from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
+from chat.models import Membership
 from tests.conftest import need_postgres, need_redis
+from tests.factories import make_user
 from tests.servers import daphne
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -65,3 +68,43 @@ async def test_clients_on_two_processes_share_messages_presence_and_typing(
         await alice.close()
         await bob.close()
     assert await database_sync_to_async(room.messages.count)() == 1
+
+
+def _admin_client() -> Client:
+    client = Client()
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
+
+
+def _admin_action(client: Client, model_path: str, action: str, ids: list[int]) -> int:
+    return client.post(model_path, {"action": action, "_selected_action": ids}).status_code
+
+
+@pytest.mark.asyncio
+async def test_ban_and_deactivation_reach_sockets_on_every_process(two_servers, user, room):
+    server_a, server_b = two_servers
+    tabs = [await _open(server_a, user), await _open(server_b, user)]
+    try:
+        for tab in tabs:
+            await tab.send(json.dumps({"type": "join", "room": room.slug}))
+            await _receive(tab, "joined")
+        membership = await database_sync_to_async(Membership.objects.get)(user=user, room=room)
+        admin = await database_sync_to_async(_admin_client)()
+        banned = await database_sync_to_async(_admin_action)(
+            admin, "/admin/chat/membership/", "ban", [membership.id]
+        )
+        assert banned == 302
+        for tab in tabs:
+            assert (await _receive(tab, "removed"))["room"] == room.slug
+
+        deactivated = await database_sync_to_async(_admin_action)(
+            admin, "/admin/auth/user/", "deactivate", [user.id]
+        )
+        assert deactivated == 302
+        for tab in tabs:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(tab.recv(), timeout=1)
+            assert closed.value.rcvd.code == 4403
+    finally:
+        for tab in tabs:
+            await tab.close()

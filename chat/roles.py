@@ -1,0 +1,36 @@
+"""Who may manage a room: its owner and moderators, and staff everywhere."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from chat.exceptions import Forbidden
+from chat.models import Membership, Room
+from chat.selectors import membership_role
+
+Role = Membership.Role
+MANAGERS = frozenset({Role.OWNER, Role.MODERATOR})
+OWNER = frozenset({Role.OWNER})
+
+
+def is_staff(user: AbstractBaseUser) -> bool:
+    return bool(getattr(user, "is_staff", False)) and user.is_active
+
+
+def require_role(user: AbstractBaseUser, room: Room, roles: frozenset[str], detail: str) -> None:
+    """Raise Forbidden unless `user` is staff or holds one of `roles` in `room`."""
+    if is_staff(user):
+        return
+    if membership_role(user=user, room=room) not in roles:
+        raise Forbidden(detail)
+
+
+def require_moderator(user: AbstractBaseUser, room: Room) -> None:
+    require_role(user, room, MANAGERS, "Only the room's owner or moderators may do this.")
+
+
+def rooms_moderated_by(user: AbstractBaseUser) -> QuerySet[Room]:
+    if is_staff(user):
+        return Room.objects.all()
+    return Room.objects.filter(
+        memberships__user=user, memberships__role__in=MANAGERS, memberships__is_banned=False
+    )
