@@ -1,12 +1,15 @@
 import os
+import shutil
 import uuid
 
 import pytest
 import redis
 from django.conf import settings
 
+from chat.models import Room
 from chat.presence import reset_presence
 from tests.factories import make_room, make_user
+from tests.servers import daphne
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -92,3 +95,39 @@ def other_user(db):
 @pytest.fixture
 def room(db):
     return make_room("lobby", name="Lobby")
+
+
+# --- browser tests: Debian's Chromium through Playwright, against Daphne ---
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("Chromium is required: `make system-deps` installs Debian's package")
+        pytest.skip("needs Debian's chromium (`make system-deps`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(transactional_db):
+    # Flushes between transactional tests remove the migration's rooms.
+    Room.objects.get_or_create(slug="general", defaults={"name": "General"})
+    with daphne() as address:
+        yield f"http://{address}"

@@ -4,50 +4,13 @@ Two people sign up through the form, open `general`, and see each other's
 messages live; a message that looks like HTML shows as text.
 """
 
-import shutil
-
 import pytest
 
-from chat.models import Room
-from tests.conftest import REQUIRE_SERVICES
 from tests.factories import PASSWORD
-from tests.servers import daphne
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 XSS = "<img src=x onerror=alert(1)>"
-
-
-@pytest.fixture
-def chromium():
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("Chromium is required: `make system-deps` installs Debian's package")
-        pytest.skip("needs Debian's chromium (`make system-deps`)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def server(transactional_db):
-    # Flushes between transactional tests remove the migration's rooms.
-    Room.objects.get_or_create(slug="general", defaults={"name": "General"})
-    with daphne() as address:
-        yield f"http://{address}"
 
 
 def sign_up_and_open_general(browser, server: str, username: str):

@@ -25,6 +25,7 @@
     onlineList: document.getElementById("online-list"),
     onlineCount: document.getElementById("online-count"),
     notices: document.getElementById("notices"),
+    older: document.getElementById("older"),
   };
 
   const state = {
@@ -114,6 +115,8 @@
   // higher id, else before the pending sends, which stay at the bottom.
   function insertionPoint(id) {
     const shown = dom.list.querySelectorAll(".msg[data-id]");
+    // Older history (history.js) goes above everything: no walk for each of its messages.
+    if (shown.length > 0 && id < Number(shown[0].dataset.id)) return shown[0];
     let before = null;
     // Walk back from the newest: a new message is almost always the newest.
     for (let i = shown.length - 1; i >= 0 && Number(shown[i].dataset.id) > id; i -= 1) {
@@ -155,6 +158,27 @@
     // The server rendered the times in UTC; show them in the reader's zone.
     dom.list.querySelectorAll("time.msg-time").forEach(localizeTime);
     scrollToBottom();
+  }
+
+  // The lowest id shown: older history is asked for from below it.
+  function oldestShownId() {
+    const first = dom.list.querySelector(".msg[data-id]");
+    return first ? Number(first.dataset.id) : null;
+  }
+
+  function startHistoryLoader() {
+    const loader = window.createHistoryLoader({
+      room: state.room,
+      scroller: dom.scroller,
+      list: dom.list,
+      container: dom.older,
+      oldestId: oldestShownId,
+      addMessage,
+    });
+    // The page held the latest messages; none means the room had none then,
+    // so there is nothing older to load.
+    if (state.ids.size > 0) loader.start();
+    return loader;
   }
 
   // --- sending ----------------------------------------------------------------------
@@ -548,6 +572,7 @@
   // --- start ---------------------------------------------------------------------------------------
 
   seedFromPage();
+  const olderMessages = startHistoryLoader();
   dom.composer.addEventListener("submit", onComposerSubmit);
   dom.input.addEventListener("keydown", onComposerKeydown);
   dom.input.addEventListener("input", onComposerInput);
@@ -558,6 +583,7 @@
   // For debugging from the console only.
   window.chatApp = {
     state,
+    olderMessages,
     // Drops the socket; the usual backoff brings it back.
     disconnect: () => state.socket && state.socket.close(),
   };
