@@ -332,7 +332,7 @@ class AuditEntryAdmin(RoomScopedAdmin):
     list_display = ["created_at", "actor", "action", "room", "target_user", "message", "reason"]
     list_filter = ["action", "created_at", "room"]
     search_fields = ["reason", "actor__username", "target_user__username", "room__slug"]
-    list_select_related = ["actor", "room", "target_user", "message"]
+    list_select_related = ["actor", "room", "target_user", "message__user"]
     date_hierarchy = "created_at"
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:

@@ -1,8 +1,10 @@
 """Small factories: the objects a test needs, with defaults it does not care about."""
 
+import functools
 import itertools
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 
 from chat.models import Membership, Message, Room
@@ -11,9 +13,15 @@ _sequence = itertools.count(1)
 PASSWORD = "correct-horse-battery-9"
 
 
+@functools.cache
+def _password_hash() -> str:
+    # Hashing is slow on purpose; every test user shares one hash of PASSWORD.
+    return make_password(PASSWORD)
+
+
 def make_user(username: str | None = None, **fields) -> AbstractBaseUser:
     username = username or f"user{next(_sequence)}"
-    return get_user_model().objects.create_user(username=username, password=PASSWORD, **fields)
+    return get_user_model().objects.create(username=username, password=_password_hash(), **fields)
 
 
 def make_room(slug: str | None = None, **fields) -> Room:

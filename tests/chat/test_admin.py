@@ -1,0 +1,138 @@
+"""The admin as a moderator's console: who sees what, and no N+1 queries."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chat.models import AuditEntry, Membership, Message
+from tests.factories import make_member, make_messages, make_room, make_user
+
+pytestmark = pytest.mark.django_db
+
+CHANGELISTS = ["room", "message", "membership", "auditentry"]
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(make_user("staff", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def mod_client(client, room):
+    """A non-staff moderator of `room` (the lobby)."""
+    moderator = make_user("mod")
+    make_member(moderator, room, role="moderator")
+    client.force_login(moderator)
+    return client
+
+
+def test_room_moderator_sees_only_their_rooms(mod_client, room, user):
+    other = make_room("other-room", name="Other Room")
+    make_member(user, room)
+    make_member(user, other)
+    make_messages(room, user, 2)
+    elsewhere = make_messages(other, user, 1)[0]
+    rooms = mod_client.get("/moderation/chat/room/")
+    assert rooms.status_code == 200
+    assert list(rooms.context["cl"].queryset) == [room]
+    listed = mod_client.get("/moderation/chat/message/").context["cl"].queryset
+    assert {m.room_id for m in listed} == {room.id}
+    # Another room's objects are out of reach, even by URL.
+    assert mod_client.get(f"/moderation/chat/room/{other.id}/change/").status_code == 302
+    assert mod_client.get(f"/moderation/chat/message/{elsewhere.id}/change/").status_code == 302
+
+
+def test_room_moderator_cannot_act_on_another_room(mod_client, user):
+    other = make_room("other-room")
+    make_member(user, other)
+    membership = Membership.objects.get(room=other)
+    mod_client.post(
+        "/moderation/chat/membership/", {"action": "ban", "_selected_action": [membership.id]}
+    )
+    membership.refresh_from_db()
+    assert membership.is_banned is False
+    assert not AuditEntry.objects.exists()
+
+
+def test_room_moderator_bans_in_their_room(mod_client, room, user):
+    make_member(user, room)
+    membership = Membership.objects.get(room=room, user=user)
+    response = mod_client.post(
+        "/moderation/chat/membership/", {"action": "ban", "_selected_action": [membership.id]}
+    )
+    assert response.status_code == 302
+    membership.refresh_from_db()
+    assert membership.is_banned is True
+    assert AuditEntry.objects.get().action == "member_ban"
+
+
+def test_members_and_strangers_cannot_use_the_consoles(client, room, user):
+    make_member(user, room)
+    client.force_login(user)
+    for url in ["/moderation/", "/moderation/chat/message/", "/admin/", "/admin/chat/message/"]:
+        response = client.get(url)
+        assert response.status_code == 302, url
+        assert "/login/" in response["Location"]
+
+
+def test_moderators_are_not_staff_on_the_main_admin(mod_client):
+    assert mod_client.get("/admin/chat/room/").status_code == 302
+
+
+def test_audit_log_is_readable_but_not_editable(staff_client, room, user):
+    make_member(user, room)
+    entry = AuditEntry.objects.create(actor=user, action="room_lock", room=room, reason="x")
+    assert staff_client.get("/admin/chat/auditentry/").status_code == 200
+    page = staff_client.get(f"/admin/chat/auditentry/{entry.id}/change/")
+    assert page.status_code == 200
+    assert b'name="reason"' not in page.content  # shown, not editable
+    staff_client.post(f"/admin/chat/auditentry/{entry.id}/change/", {"reason": "changed"})
+    assert staff_client.post(f"/admin/chat/auditentry/{entry.id}/delete/").status_code == 403
+    entry.refresh_from_db()
+    assert entry.reason == "x"
+
+
+def test_staff_hides_a_message_with_who_and_when(staff_client, room, user):
+    message = make_messages(room, user, 1)[0]
+    staff_client.post("/admin/chat/message/", {"action": "hide", "_selected_action": [message.id]})
+    message.refresh_from_db()
+    assert message.hidden_at is not None
+    assert message.hidden_by.username == "staff"
+
+
+def _fill(room_count: int) -> None:
+    for _ in range(room_count):
+        room = make_room()
+        author = make_user()
+        make_member(author, room)
+        for message in make_messages(room, author, 3):
+            AuditEntry.objects.create(
+                actor=author, action="message_hide", room=room, target_user=author, message=message
+            )
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_changelists_cost_the_same_queries_for_5_or_25_rows(staff_client, model):
+    counts = []
+    for rooms in (2, 8):
+        _fill(rooms)
+        with CaptureQueriesContext(connection) as queries:
+            assert staff_client.get(f"/admin/chat/{model}/").status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1], f"{model}: {counts}"
+    assert Message.objects.count() >= 30
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_moderation_site_changelists_cost_the_same_queries(mod_client, room, model):
+    counts = []
+    for batch in range(2):
+        for _ in range(3 + 10 * batch):
+            author = make_user()
+            make_member(author, room)
+            make_messages(room, author, 2)
+        with CaptureQueriesContext(connection) as queries:
+            assert mod_client.get(f"/moderation/chat/{model}/").status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1], f"{model}: {counts}"
