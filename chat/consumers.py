@@ -12,9 +12,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import events, moderation, protocol, selectors, services
-from chat.exceptions import ChatError, NotJoined
+from chat.exceptions import ChatError, FrameTooLarge, NotJoined, RateLimited, TooManyRooms
 from chat.models import Message, Room
 from chat.presence import get_presence
+from chat.ratelimit import get_send_buckets
 
 
 @database_sync_to_async
@@ -52,6 +53,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.username = user.username
         self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
         self.presence = get_presence()
+        self.send_buckets = get_send_buckets()
         # Moderation reaches all of a user's sockets, in every process, here.
         await self.channel_layer.group_add(events.user_group(user.pk), self.channel_name)
         await self.accept()
@@ -68,6 +70,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         command = None
         try:
+            if text_data is not None and len(text_data) > settings.MAX_FRAME_BYTES:
+                # Characters, not bytes: a cheap bound that is never lower.
+                raise FrameTooLarge(f"Frames may hold at most {settings.MAX_FRAME_BYTES} bytes.")
             command = protocol.parse_text(text_data)
             await self.commands[type(command)](self, command)
         except ChatError as exc:
@@ -86,6 +91,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             messages = await _room_messages(room, command.since)
             online = await self.presence.online(room.id)
         else:
+            if len(self.rooms) >= settings.MAX_ROOMS_PER_SOCKET:
+                raise TooManyRooms(
+                    f"At most {settings.MAX_ROOMS_PER_SOCKET} rooms per connection."
+                )
             room = await _room_enter(self.user, command.room)
             # Into the group before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
@@ -110,6 +119,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def post_message(self, command: protocol.PostMessage) -> None:
         room = self._joined(command.room)
+        verdict = await self.send_buckets.take(self.user.pk)
+        if not verdict.allowed:
+            retry_after = round(verdict.retry_after, 3)
+            raise RateLimited(
+                f"Too many messages: retry in {retry_after} s.", retry_after=retry_after
+            )
         message, created = await database_sync_to_async(services.message_post)(
             user=self.user, room=room, body=command.body, client_id=command.client_id
         )

@@ -129,3 +129,20 @@ class UnknownUser(ChatError):
     code = "user_not_found"
     http_status = 404
     default_detail = "No such user."
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    http_status = 429
+    default_detail = "Too many messages: slow down."
+
+
+class FrameTooLarge(ProtocolError):
+    code = "frame_too_large"
+    default_detail = "The frame is too large."
+
+
+class TooManyRooms(ChatError):
+    code = "too_many_rooms"
+    http_status = 409
+    default_detail = "Too many rooms joined on this connection."

@@ -178,6 +178,13 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# The socket's limits (docs/protocol.md, "Limits"). Sends: a token bucket per
+# user, shared by all processes: SEND_BURST at once, then SEND_RATE a second.
+SEND_RATE = float(env_int("SEND_RATE", 5))
+SEND_BURST = float(env_int("SEND_BURST", 20))
+MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 16 * 1024)
+MAX_ROOMS_PER_SOCKET = env_int("MAX_ROOMS_PER_SOCKET", 50)
+
 # Seconds a presence entry lives without a heartbeat: a crashed process's
 # sockets drop out of "online" after this long.
 PRESENCE_TTL = env_int("PRESENCE_TTL", 90)

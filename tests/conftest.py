@@ -8,6 +8,7 @@ from django.conf import settings
 
 from chat.models import Room
 from chat.presence import reset_presence
+from chat.ratelimit import reset_send_buckets
 from tests.factories import make_room, make_user
 from tests.servers import daphne
 
@@ -60,8 +61,10 @@ def _isolated_shared_state(settings):
             }
         }
     reset_presence()
+    reset_send_buckets()
     yield prefix
     reset_presence()
+    reset_send_buckets()
     if settings.REDIS_URL:
         client = redis.Redis.from_url(settings.REDIS_URL)
         keys = list(client.scan_iter(f"{prefix}:*", count=1000))
@@ -79,6 +82,7 @@ def channel_backend(request, settings):
     else:
         need_redis()
     reset_presence()
+    reset_send_buckets()
     return request.param
 
 

@@ -29,6 +29,13 @@ class ChatClient:
         assert frame["type"] == kind, frame
         return frame
 
+    async def receive_until(self, kind: str) -> dict:
+        """The next frame of type `kind`, passing over any others."""
+        while True:
+            frame = await self.receive()
+            if frame["type"] == kind:
+                return frame
+
     async def join(self, room: str, since: int | None = None) -> dict:
         frame = {"type": "join", "room": room}
         if since is not None:

@@ -1,0 +1,106 @@
+"""The per-user send rate limit of the socket: a token bucket shared by every process.
+
+Each user has a bucket of SEND_BURST tokens refilled at SEND_RATE per second;
+a message takes one. With REDIS_URL the bucket lives in Redis (one atomic
+script per send), so a user with sockets on several processes gets one
+budget, not one per process. Without Redis there is one process: a dict.
+"""
+
+import asyncio
+import math
+import time
+import weakref
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    retry_after: float  # seconds until a token is back (0 when allowed)
+
+
+def _refill(tokens: float, stamp: float, now: float, rate: float, burst: float) -> float:
+    return min(burst, tokens + (now - stamp) * rate)
+
+
+class LocalBuckets:
+    def __init__(self) -> None:
+        self.buckets: dict[int, tuple[float, float]] = {}
+
+    async def take(self, user_id: int) -> Verdict:
+        rate, burst, now = settings.SEND_RATE, settings.SEND_BURST, time.monotonic()
+        tokens, stamp = self.buckets.get(user_id, (burst, now))
+        tokens = _refill(tokens, stamp, now, rate, burst)
+        if tokens < 1:
+            self.buckets[user_id] = (tokens, now)
+            return Verdict(False, (1 - tokens) / rate)
+        self.buckets[user_id] = (tokens - 1, now)
+        return Verdict(True, 0.0)
+
+
+# KEYS[1] bucket; ARGV: rate, burst, ttl (s). Returns {allowed, retry_after_ms}.
+# The time is Redis's own, so processes on several machines agree on it.
+TAKE_SCRIPT = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(state[1]) or burst
+local stamp = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'stamp', now)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if allowed == 1 then return {1, 0} end
+return {0, math.ceil((1 - tokens) / rate * 1000)}
+"""
+
+
+class RedisBuckets:
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _script(self):
+        # Clients belong to their event loop (see chat.presence).
+        loop = asyncio.get_running_loop()
+        script = self._scripts.get(loop)
+        if script is None:
+            client = aioredis.Redis.from_url(self.url)
+            script = client.register_script(TAKE_SCRIPT)
+            self._scripts[loop] = script
+        return script
+
+    async def take(self, user_id: int) -> Verdict:
+        rate, burst = settings.SEND_RATE, settings.SEND_BURST
+        ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
+        allowed, retry_ms = await self._script()(
+            keys=[f"{self.prefix}:sendrate:{user_id}"], args=[rate, burst, ttl]
+        )
+        return Verdict(bool(allowed), retry_ms / 1000)
+
+
+_store: LocalBuckets | RedisBuckets | None = None
+
+
+def get_send_buckets() -> LocalBuckets | RedisBuckets:
+    global _store
+    if _store is None:
+        if settings.REDIS_URL:
+            _store = RedisBuckets(settings.REDIS_URL, settings.REDIS_PREFIX)
+        else:
+            _store = LocalBuckets()
+    return _store
+
+
+def reset_send_buckets() -> None:
+    global _store
+    _store = None
