@@ -92,9 +92,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             online = await self.presence.online(room.id)
         else:
             if len(self.rooms) >= settings.MAX_ROOMS_PER_SOCKET:
-                raise TooManyRooms(
-                    f"At most {settings.MAX_ROOMS_PER_SOCKET} rooms per connection."
-                )
+                raise TooManyRooms(f"At most {settings.MAX_ROOMS_PER_SOCKET} rooms per connection.")
             room = await _room_enter(self.user, command.room)
             # Into the group before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
@@ -125,12 +123,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise RateLimited(
                 f"Too many messages: retry in {retry_after} s.", retry_after=retry_after
             )
-        message, created = await database_sync_to_async(services.message_post)(
-            user=self.user, room=room, body=command.body, client_id=command.client_id
+        message, _ = await database_sync_to_async(services.message_post)(
+            user=self.user,
+            room=room,
+            body=command.body,
+            client_id=command.client_id,
+            sender_channel=self.channel_name,
         )
-        if not created:
-            # A resend of a stored message: only the sender hears it again.
-            await self.send_frame(protocol.message_frame(message))
+        # The acknowledgement: the stored message (also for a resent client_id).
+        await self.send_frame(protocol.message_frame(message))
 
     async def typing(self, command: protocol.Typing) -> None:
         room = self._joined(command.room)

@@ -1,18 +1,31 @@
-"""Room broadcasts: the one place that talks to the channel layer's groups.
+"""Room and user broadcasts: the one place that talks to the channel layer's groups.
 
-A room's sockets sit in the group `room.<id>`. Each event carries the frame
-already encoded, so a room of N members costs one JSON encoding, not N.
+A room's sockets sit in the group `room.<id>`, each user's in `user.<id>`.
+Each room event carries the frame already encoded, so a room of N members
+costs one JSON encoding, not N.
+
+Broadcasts are best effort by design: the channel layer delivers at most once
+and may be down (Redis restarting). A failed broadcast is logged and never
+undoes or fails what was stored: clients catch up from the database (`join`
+with `since`), which is the delivery guarantee (docs/protocol.md).
 """
 
+import logging
+
 from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 from chat import protocol
+
+logger = logging.getLogger(__name__)
 
 ROOM_EVENT = "room.frame"
 # Events to every socket of one user (in every process): moderation's reach.
 USER_REMOVED = "user.removed"
 USER_DISCONNECT = "user.disconnect"
+LAYER_ERRORS = (RedisError, OSError, ChannelFull)
 
 
 def room_group(room_id: int) -> str:
@@ -23,25 +36,37 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
-    """Send `frame` to every socket in the room, except the channel `exclude`."""
+async def _group_send(group: str, event: dict) -> bool:
+    try:
+        await get_channel_layer().group_send(group, event)
+    except LAYER_ERRORS:
+        logger.exception("broadcast to %s failed (type %s)", group, event["type"])
+        return False
+    return True
+
+
+async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:
+    """Send `frame` to every socket in the room, except the channel `exclude`.
+
+    Returns whether the channel layer took it.
+    """
     event = {"type": ROOM_EVENT, "text": protocol.encode(frame)}
     if exclude is not None:
         event["exclude"] = exclude
-    await get_channel_layer().group_send(room_group(room_id), event)
+    return await _group_send(room_group(room_id), event)
 
 
-def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> None:
+def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:
     """aroom_broadcast for sync code (services, views, admin)."""
-    async_to_sync(aroom_broadcast)(room_id, frame, exclude=exclude)
+    return async_to_sync(aroom_broadcast)(room_id, frame, exclude=exclude)
 
 
-def user_removed_from_room(user_id: int, *, room_slug: str, reason: str) -> None:
+def user_removed_from_room(user_id: int, *, room_slug: str, reason: str) -> bool:
     """Every socket of the user leaves the room at once (a ban)."""
     event = {"type": USER_REMOVED, "room": room_slug, "reason": reason}
-    async_to_sync(get_channel_layer().group_send)(user_group(user_id), event)
+    return async_to_sync(_group_send)(user_group(user_id), event)
 
 
-def user_disconnect(user_id: int) -> None:
+def user_disconnect(user_id: int) -> bool:
     """Every socket of the user closes (a deactivated account)."""
-    async_to_sync(get_channel_layer().group_send)(user_group(user_id), {"type": USER_DISCONNECT})
+    return async_to_sync(_group_send)(user_group(user_id), {"type": USER_DISCONNECT})

@@ -92,22 +92,34 @@ class RedisPresence:
     def _key(self, room_id: int) -> str:
         return f"{self.prefix}:presence:{room_id}"
 
+    # Presence is an aid, not a promise: with Redis down, joins and leaves go
+    # on (the user is shown alone, or announced), and the heartbeat restores
+    # the entries once Redis is back.
+
     async def add(self, room_id: int, username: str, channel: str) -> Joined:
         key, now = self._key(room_id), time.time()
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zadd(key, {_entry(username, channel): now + settings.PRESENCE_TTL})
-            pipe.expire(key, settings.PRESENCE_TTL)
-            pipe.zrange(key, 0, -1)
-            *_, entries = await pipe.execute()
+        try:
+            async with self._client().pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zadd(key, {_entry(username, channel): now + settings.PRESENCE_TTL})
+                pipe.expire(key, settings.PRESENCE_TTL)
+                pipe.zrange(key, 0, -1)
+                *_, entries = await pipe.execute()
+        except RedisError:
+            logger.warning("presence unavailable", exc_info=True)
+            return Joined(online=[username], first=True)
         return Joined(online=_users(entries), first=_count(entries, username) == 1)
 
     async def remove(self, room_id: int, username: str, channel: str) -> bool:
         key = self._key(room_id)
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.zrem(key, _entry(username, channel))
-            pipe.zrangebyscore(key, time.time(), "+inf")
-            _, entries = await pipe.execute()
+        try:
+            async with self._client().pipeline(transaction=True) as pipe:
+                pipe.zrem(key, _entry(username, channel))
+                pipe.zrangebyscore(key, time.time(), "+inf")
+                _, entries = await pipe.execute()
+        except RedisError:
+            logger.warning("presence unavailable", exc_info=True)
+            return True
         return _count(entries, username) == 0
 
     async def refresh(self, room_ids: list[int], username: str, channel: str) -> None:
@@ -123,7 +135,12 @@ class RedisPresence:
             logger.warning("presence refresh failed", exc_info=True)
 
     async def online(self, room_id: int) -> list[str]:
-        return _users(await self._client().zrangebyscore(self._key(room_id), time.time(), "+inf"))
+        try:
+            entries = await self._client().zrangebyscore(self._key(room_id), time.time(), "+inf")
+        except RedisError:
+            logger.warning("presence unavailable", exc_info=True)
+            return []
+        return _users(entries)
 
 
 def _count(entries: list[str], username: str) -> int:

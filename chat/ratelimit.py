@@ -7,6 +7,7 @@ budget, not one per process. Without Redis there is one process: a dict.
 """
 
 import asyncio
+import logging
 import math
 import time
 import weakref
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +86,14 @@ class RedisBuckets:
     async def take(self, user_id: int) -> Verdict:
         rate, burst = settings.SEND_RATE, settings.SEND_BURST
         ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
-        allowed, retry_ms = await self._script()(
-            keys=[f"{self.prefix}:sendrate:{user_id}"], args=[rate, burst, ttl]
-        )
+        try:
+            allowed, retry_ms = await self._script()(
+                keys=[f"{self.prefix}:sendrate:{user_id}"], args=[rate, burst, ttl]
+            )
+        except RedisError:
+            # Open, not shut: with Redis down, messages must still be stored.
+            logger.warning("send rate limit unavailable; allowing", exc_info=True)
+            return Verdict(True, 0.0)
         return Verdict(bool(allowed), retry_ms / 1000)
 
 

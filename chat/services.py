@@ -180,13 +180,22 @@ def message_check_allowed(membership: Membership | None) -> None:
 
 
 def message_post(
-    *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None = None
+    *,
+    user: AbstractBaseUser,
+    room: Room,
+    body: str,
+    client_id: str | None = None,
+    sender_channel: str | None = None,
 ) -> tuple[Message, bool]:
     """Store a message and, once committed, broadcast it to the room.
 
     Returns (message, created). A repeated (user, client_id) is not stored
     again: the first message comes back with created=False and nothing is
     broadcast, so a client may resend freely after a lost acknowledgement.
+
+    `sender_channel`, the sending socket, is left out of the broadcast: the
+    socket acknowledges its own sends directly, so that an ack never waits
+    for (or depends on) the channel layer.
     """
     message_validate_body(body)
     # One query for everything that may forbid the post, with the room's
@@ -198,7 +207,9 @@ def message_post(
             message = Message.objects.create(room=room, user=user, body=body, client_id=client_id)
             frame = protocol.message_frame(message)
             # After commit: a rolled-back message must never reach a screen.
-            transaction.on_commit(lambda: events.room_broadcast(room.id, frame))
+            transaction.on_commit(
+                lambda: events.room_broadcast(room.id, frame, exclude=sender_channel)
+            )
     except IntegrityError:
         if client_id is None:
             raise
