@@ -5,6 +5,7 @@ or selector, reply. Business rules live in chat.services.
 """
 
 import asyncio
+import logging
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -16,6 +17,8 @@ from chat.exceptions import ChatError, FrameTooLarge, NotJoined, RateLimited, To
 from chat.models import Message, Room
 from chat.presence import get_presence
 from chat.ratelimit import get_send_buckets
+
+logger = logging.getLogger(__name__)
 
 
 @database_sync_to_async
@@ -52,10 +55,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.username = user.username
         self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
+        # The highest message id the layer (or a join) brought this socket, per
+        # room: where to resume from the database after the layer lost messages.
+        self.last_ids: dict[str, int] = {}
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
         # Moderation reaches all of a user's sockets, in every process, here.
-        await self.channel_layer.group_add(events.user_group(user.pk), self.channel_name)
+        await self._subscribe(events.user_group(user.pk))
         await self.accept()
         self.heartbeat = asyncio.create_task(self._heartbeat())
 
@@ -63,7 +69,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "rooms"):
             return  # refused before accept
         self.heartbeat.cancel()
-        await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
+        try:
+            await self.channel_layer.group_discard(
+                events.user_group(self.user.pk), self.channel_name
+            )
+        except events.LAYER_ERRORS:
+            logger.warning("could not unsubscribe from the user group", exc_info=True)
         for room in list(self.rooms.values()):
             await self._leave(room)
 
@@ -96,7 +107,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             room = await _room_enter(self.user, command.room)
             # Into the group before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
-            await self.channel_layer.group_add(events.room_group(room.id), self.channel_name)
+            await self._subscribe(events.room_group(room.id))
             self.rooms[room.slug] = room
             messages = await _room_messages(room, command.since)
             joined = await self.presence.add(room.id, self.username, self.channel_name)
@@ -131,6 +142,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             sender_channel=self.channel_name,
         )
         # The acknowledgement: the stored message (also for a resent client_id).
+        # Not counted in last_ids: others' messages before it may still be in
+        # the layer, or lost with it.
         await self.send_frame(protocol.message_frame(message))
 
     async def typing(self, command: protocol.Typing) -> None:
@@ -160,6 +173,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_frame(self, event: dict) -> None:
         if event.get("exclude") != self.channel_name:
             await self.send(text_data=event["text"])
+            if "id" in event:
+                self._delivered(event["room"], event["id"])
+
+    async def layer_recovered(self, event: dict) -> None:
+        """Redis was away: subscribe again, and send what the layer dropped meanwhile."""
+        await self._subscribe(events.user_group(self.user.pk))
+        for slug, room in list(self.rooms.items()):
+            await self._subscribe(events.room_group(room.id))
+            since = self.last_ids.get(slug, 0)
+            while True:
+                missed = await _room_messages(room, since)
+                for message in missed:
+                    await self.send_frame(protocol.message_frame(message))
+                if len(missed) < selectors.CATCH_UP_PAGE_SIZE:
+                    break
+                since = missed[-1].id
+            if since:
+                self._delivered(slug, since)
 
     async def user_removed(self, event: dict) -> None:
         """Banned or removed from a room: leave it at once, and say why."""
@@ -180,9 +211,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except KeyError:
             raise NotJoined(f"You have not joined {slug!r} on this connection.") from None
 
+    def _delivered(self, slug: str, message_id: int) -> None:
+        if message_id > self.last_ids.get(slug, 0):
+            self.last_ids[slug] = message_id
+
+    async def _subscribe(self, group: str) -> None:
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except events.LAYER_ERRORS:
+            # Redis is away: the layer tells us when it is back (layer_recovered).
+            logger.warning("could not subscribe to %s", group, exc_info=True)
+
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
-        await self.channel_layer.group_discard(events.room_group(room.id), self.channel_name)
+        self.last_ids.pop(room.slug, None)
+        try:
+            await self.channel_layer.group_discard(events.room_group(room.id), self.channel_name)
+        except events.LAYER_ERRORS:
+            logger.warning("could not unsubscribe from room %s", room.id, exc_info=True)
         if await self.presence.remove(room.id, self.username, self.channel_name):
             await events.aroom_broadcast(
                 room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)

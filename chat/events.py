@@ -53,6 +53,9 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
     event = {"type": ROOM_EVENT, "text": protocol.encode(frame)}
     if exclude is not None:
         event["exclude"] = exclude
+    if frame["type"] == "message":
+        # Sockets track the last id the layer brought them, per room.
+        event["room"], event["id"] = frame["room"], frame["id"]
     return await _group_send(room_group(room_id), event)
 
 

@@ -4,6 +4,7 @@ from django.shortcuts import render
 
 from chat import protocol, selectors
 from chat.exceptions import RoomNotFound
+from chat.roles import MANAGERS, is_staff
 
 
 @login_required
@@ -21,6 +22,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     history = selectors.message_latest(room=room)
     context = {
         "room": room,
+        "can_moderate": room.my_role in MANAGERS or is_staff(request.user),
         "history": history,
         # The page hands its messages to chat.js in the wire format, so that
         # the script knows the last id to resume from.

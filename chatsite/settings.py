@@ -128,6 +128,9 @@ if DATABASE_URL:
             "max_size": env_int("DB_POOL_MAX", 20),
             "timeout": 10,
         }
+        # One test database per test run, so that two runs side by side (two
+        # checkouts, a helper script) do not drop each other's.
+        database["TEST"] = {"NAME": f"test_{database['NAME']}_{os.getpid()}"}
 else:
     database = {
         "ENGINE": "django.db.backends.sqlite3",
@@ -151,7 +154,8 @@ REDIS_PREFIX = env_str("REDIS_PREFIX", "chat")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis, riding out Redis restarts (chat/layers.py).
+            "BACKEND": "chat.layers.ResilientRedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": f"{REDIS_PREFIX}:layer",

@@ -47,6 +47,7 @@ def need_postgres() -> None:
 def _isolated_shared_state(settings):
     """Each test gets its own Redis key prefix (layer and presence) and a fresh presence store."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
+    redis_url = settings.REDIS_URL  # tests may point settings elsewhere meanwhile
     settings.REDIS_PREFIX = prefix
     # Throttle counters live in the cache: each test starts with none.
     settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"{prefix}:cache"}}
@@ -65,8 +66,8 @@ def _isolated_shared_state(settings):
     yield prefix
     reset_presence()
     reset_send_buckets()
-    if settings.REDIS_URL:
-        client = redis.Redis.from_url(settings.REDIS_URL)
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)

@@ -1,7 +1,7 @@
-from rest_framework.throttling import SimpleRateThrottle
+from chat.api.throttling import SharedRateThrottle
 
 
-class AuthRateThrottle(SimpleRateThrottle):
+class AuthRateThrottle(SharedRateThrottle):
     """Attempts per client address over all auth endpoints together (password
     guessing), counted in the shared cache so that every process agrees."""
 

@@ -21,7 +21,9 @@
     status: document.getElementById("status"),
     typing: document.getElementById("typing"),
     composer: document.getElementById("composer"),
+    composerFields: document.getElementById("composer-fields"),
     input: document.getElementById("composer-input"),
+    banner: document.getElementById("room-banner"),
     onlineList: document.getElementById("online-list"),
     onlineCount: document.getElementById("online-count"),
     notices: document.getElementById("notices"),
@@ -31,8 +33,15 @@
   const state = {
     room: readJson("room-slug"),
     me: readJson("current-user"),
-    ids: new Set(), // ids of the messages shown: frames may repeat them
-    maxId: null, // the highest of them
+    // Owner, moderator or staff: may delete anyone's message, and post while locked.
+    canModerate: readJson("can-moderate"),
+    roomState: readJson("room-state"), // {locked, archived}, as the page was rendered
+    roomStateFrames: 0, // room_state frames received: newer than any earlier read
+    removedReason: null, // set once banned or removed: the page is read-only for good
+    // Ids of the messages shown, and of those deleted: frames may repeat them.
+    ids: new Set(),
+    minId: null, // the lowest id shown (deleted or not): older history is below it
+    maxId: null, // the highest
     // Everything up to this id is shown, with no gap: where a (re)join resumes.
     // Not simply the highest id, because a live message can overtake a
     // catch-up page that is still coming.
@@ -44,6 +53,7 @@
     socket: null,
     joined: false, // the room is joined on the current socket
     live: false, // ...and the catch-up is complete
+    joinedBefore: false, // a join succeeded since the page loaded: the next one is a rejoin
     gaveUp: false, // the server will never let us in: stop reconnecting
     attempt: 0, // reconnects since the last successful join
     refusedInARow: 0, // sockets closed before they opened
@@ -108,7 +118,29 @@
     const meta = element("div", "msg-meta");
     meta.append(element("strong", "msg-user", message.user), " ", timeElement(message.created));
     item.append(meta, element("div", "msg-body", message.body));
+    addDeleteControl(item, message.user);
     return item;
+  }
+
+  // Authors may delete their own messages; the room's moderators and staff any.
+  function canDelete(author) {
+    return state.removedReason == null && (author === state.me || state.canModerate);
+  }
+
+  // A stored message (one with an id) that we may delete gets a "Delete" button;
+  // clicks reach onListClick.
+  function addDeleteControl(item, author) {
+    if (!item.dataset.id || !canDelete(author)) return;
+    const button = element("button", "msg-delete", "Delete");
+    button.type = "button";
+    const label = author === state.me ? "Delete your message" : `Delete ${author}'s message`;
+    button.setAttribute("aria-label", label);
+    item.querySelector(".msg-meta").append(button);
+  }
+
+  function noteShownId(id) {
+    state.minId = Math.min(state.minId ?? id, id);
+    state.maxId = Math.max(state.maxId ?? 0, id);
   }
 
   // Where a message with this id goes: before the first shown message with a
@@ -125,11 +157,11 @@
     return before || dom.list.querySelector(".msg--pending");
   }
 
-  // Shows a stored message unless it is already shown; true if it was added.
+  // Shows a stored message unless it was shown (or deleted) already; true if it was added.
   function addMessage(message) {
     if (state.ids.has(message.id)) return false;
     state.ids.add(message.id);
-    state.maxId = Math.max(state.maxId ?? 0, message.id);
+    noteShownId(message.id);
     dom.list.insertBefore(renderMessage(message), insertionPoint(message.id));
     hideEmptyHint();
     return true;
@@ -151,19 +183,22 @@
     }
     for (const id of ids) {
       state.ids.add(id);
-      state.maxId = Math.max(state.maxId ?? 0, id);
+      noteShownId(id);
     }
     // The page holds the latest messages, with no gap: resume after them.
     state.syncedId = state.maxId;
     // The server rendered the times in UTC; show them in the reader's zone.
     dom.list.querySelectorAll("time.msg-time").forEach(localizeTime);
+    for (const item of dom.list.querySelectorAll(".msg[data-id]")) {
+      addDeleteControl(item, item.querySelector(".msg-user").textContent);
+    }
     scrollToBottom();
   }
 
-  // The lowest id shown: older history is asked for from below it.
+  // Older history is asked for from below the lowest id ever shown (deleted
+  // ones included), which still holds once every message shown was deleted.
   function oldestShownId() {
-    const first = dom.list.querySelector(".msg[data-id]");
-    return first ? Number(first.dataset.id) : null;
+    return state.minId;
   }
 
   function startHistoryLoader() {
@@ -223,6 +258,23 @@
   // The server stores a client_id once, so resending after a lost ack is safe.
   function resendPending() {
     for (const clientId of state.pending.keys()) transmit(clientId);
+  }
+
+  // The end of a mute, in the reader's zone: the time alone if it is today.
+  function localDateTime(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return null;
+    if (date.toDateString() === new Date().toDateString()) {
+      return `${pad2(date.getHours())}:${pad2(date.getMinutes())}`;
+    }
+    return date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  // Why a send failed, for the note under it. The server's `muted` detail
+  // gives the end in UTC; the reader wants it in their own time.
+  function sendFailureText(frame) {
+    const until = frame.code === "muted" ? localDateTime(frame.until) : null;
+    return until ? `You are muted until ${until}.` : frame.detail;
   }
 
   function failPending(clientId, detail) {
@@ -365,6 +417,152 @@
     dom.notices.scrollTop = dom.notices.scrollHeight;
   }
 
+  // --- moderation: deleting, a locked or archived room, a removal -------------------------
+
+  function onListClick(event) {
+    const button = event.target.closest(".msg-delete");
+    if (!button) return;
+    const item = button.closest(".msg");
+    requestDelete(Number(item.dataset.id), item.querySelector(".msg-user").textContent);
+  }
+
+  // The message stays until the server's message_deleted says it is gone, for
+  // everyone at once; a refusal comes back as an error frame (a notice).
+  function requestDelete(id, author) {
+    const question =
+      author === state.me
+        ? "Delete your message? It disappears for everyone."
+        : `Delete ${author}'s message? It disappears for everyone.`;
+    if (!window.confirm(question)) return;
+    // Before the (re)join completes the server would answer "not joined".
+    if (!state.joined || !sendFrame({ type: "delete", room: state.room, id })) {
+      addNotice("Not deleted: not connected. Try again once the status is live.", "error");
+    }
+  }
+
+  // The server no longer shows the message anywhere (history leaves it out),
+  // so neither do we. Its id stays in `ids`: a copy of it still on its way
+  // (a catch-up page, a duplicate frame) must not bring it back.
+  function onMessageDeleted(frame) {
+    if (!Number.isInteger(frame.id)) return;
+    state.ids.add(frame.id);
+    const item = dom.list.querySelector(`.msg[data-id="${frame.id}"]`);
+    if (!item) return;
+    // Its Delete button may hold the focus: keep the keyboard user in the page.
+    const hadFocus = item.contains(document.activeElement);
+    item.remove();
+    if (hadFocus && !dom.composerFields.disabled) dom.input.focus();
+  }
+
+  // Read-only for us, as the server decides it: removed; an archived room (for
+  // everyone); a locked one for all but its owner and moderators (staff who
+  // hold neither role included).
+  function isReadOnly() {
+    const { locked, archived } = state.roomState;
+    return state.removedReason != null || archived || (locked && !state.canModerate);
+  }
+
+  // What the banner above the composer says; null hides it. The template
+  // renders the same texts for the page's first state.
+  function bannerContent() {
+    if (state.removedReason != null) {
+      return {
+        kind: "removed",
+        title: "Removed",
+        text: `You were removed from this room (${state.removedReason}).`,
+      };
+    }
+    if (state.roomState.archived) {
+      const text = "This room is archived: it is read-only.";
+      return { kind: "archived", title: "Archived", text };
+    }
+    if (state.roomState.locked) {
+      const text = state.canModerate
+        ? "Members cannot post for now; as a moderator, you still can."
+        : "This room is locked: only its moderators can post for now.";
+      return { kind: "locked", title: "Locked", text };
+    }
+    return null;
+  }
+
+  function renderRoomState() {
+    const content = bannerContent();
+    dom.banner.hidden = content == null;
+    dom.banner.className = content ? `room-banner room-banner--${content.kind}` : "room-banner";
+    // Emptied when hidden too: the textarea's description points here.
+    dom.banner.replaceChildren();
+    if (content) {
+      dom.banner.append(
+        element("strong", "room-banner-title", content.title),
+        " ",
+        element("span", "room-banner-text", content.text),
+      );
+    }
+    const readOnly = isReadOnly();
+    if (readOnly) stopTyping();
+    // The fieldset disables the textarea and the button; a draft is kept.
+    dom.composerFields.disabled = readOnly;
+  }
+
+  function setRoomState(next) {
+    const before = state.roomState;
+    state.roomState = { locked: next.locked === true, archived: next.archived === true };
+    const { locked, archived } = state.roomState;
+    if (before.archived !== archived) {
+      addNotice(archived ? "The room was archived" : "The room is no longer archived");
+    }
+    if (before.locked !== locked) {
+      addNotice(locked ? "The room was locked" : "The room was unlocked");
+    }
+    renderRoomState();
+  }
+
+  function onRoomState(frame) {
+    state.roomStateFrames += 1;
+    setRoomState(frame);
+  }
+
+  // `joined` does not say whether the room is locked: a lock or an unlock
+  // missed while disconnected is read from the REST API after a rejoin.
+  async function refreshRoomState() {
+    const framesBefore = state.roomStateFrames;
+    let room;
+    try {
+      const response = await fetch(`/api/rooms/${encodeURIComponent(state.room)}/`, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+        redirect: "manual",
+        cache: "no-store",
+      });
+      if (!response.ok) return; // the socket keeps working; the next frame corrects us
+      room = await response.json();
+    } catch (error) {
+      return; // unreachable: the socket will notice and reconnect
+    }
+    // A room_state frame that came meanwhile is at least as new as this answer.
+    if (state.roomStateFrames !== framesBefore || state.removedReason != null) return;
+    setRoomState({ locked: room.is_locked, archived: room.is_archived });
+  }
+
+  // Banned or removed: the server has taken every socket of ours out of the
+  // room and would refuse a rejoin, so stop here and say so.
+  function leaveForGood(reason) {
+    if (state.removedReason != null) return;
+    state.removedReason = reason || "removed";
+    state.gaveUp = true;
+    clearReconnect();
+    for (const clientId of [...state.pending.keys()]) {
+      failPending(clientId, "you were removed from this room.");
+    }
+    dom.list.querySelectorAll(".msg-delete").forEach((button) => button.remove());
+    setOnline([]);
+    forgetAllTypers();
+    renderRoomState();
+    addNotice(`You were removed from this room (${state.removedReason})`, "error");
+    setStatus("offline");
+    if (state.socket) state.socket.close();
+  }
+
   // --- frames from the server --------------------------------------------------------------
 
   function sendJoin() {
@@ -384,6 +582,8 @@
     if (!state.joined) {
       state.joined = true;
       state.attempt = 0; // a working connection: the next drop starts the backoff over
+      if (state.joinedBefore) refreshRoomState();
+      state.joinedBefore = true;
     }
     if (state.joinSince != null && page.length === CATCH_UP_PAGE_SIZE) {
       // More may be missing: ask from the end of this page, not from the
@@ -411,13 +611,26 @@
 
   function onError(frame) {
     if (frame.ref != null && state.pending.has(frame.ref)) {
-      // Resending would fail the same way (too long, forbidden...).
-      failPending(frame.ref, frame.detail);
+      // Resending would fail the same way (muted, locked, too long...).
+      failPending(frame.ref, sendFailureText(frame));
+      return;
+    }
+    if (!state.joined && frame.ref === state.room) {
+      onJoinRefused(frame);
+      return;
+    }
+    // The rest, such as a refused delete (its ref is the room).
+    addNotice(`Error: ${frame.detail}`, "error");
+  }
+
+  function onJoinRefused(frame) {
+    if (frame.code === "banned") {
+      // Banned while we were away (or before the page loaded): as if removed now.
+      leaveForGood("banned");
       return;
     }
     addNotice(`Error: ${frame.detail}`, "error");
-    const joinRefused = ["forbidden", "room_not_found"].includes(frame.code);
-    if (!state.joined && frame.ref === state.room && joinRefused) {
+    if (["forbidden", "room_not_found"].includes(frame.code)) {
       // Reconnecting would be refused the same way.
       state.gaveUp = true;
       state.socket.close();
@@ -449,6 +662,15 @@
         break;
       case "typing":
         onTyping(frame);
+        break;
+      case "message_deleted":
+        onMessageDeleted(frame);
+        break;
+      case "room_state":
+        onRoomState(frame);
+        break;
+      case "removed":
+        leaveForGood(frame.reason);
         break;
       default:
         break; // "left", and frames newer than this script
@@ -573,6 +795,7 @@
 
   seedFromPage();
   const olderMessages = startHistoryLoader();
+  dom.list.addEventListener("click", onListClick);
   dom.composer.addEventListener("submit", onComposerSubmit);
   dom.input.addEventListener("keydown", onComposerKeydown);
   dom.input.addEventListener("input", onComposerInput);

@@ -1,0 +1,145 @@
+"""End to end in a real browser: moderation reaches the room pages open right now.
+
+An author deletes their own message and it vanishes from the other reader's
+page; a locked room turns a member's composer read-only under a "Locked"
+banner, live and on a fresh page.
+"""
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import pytest
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connections
+from playwright.sync_api import expect
+
+from chat import moderation
+from chat.models import Room
+from tests.conftest import need_redis
+from tests.factories import PASSWORD, make_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def people(server) -> dict[str, AbstractBaseUser]:
+    """alice and bob, and a staff member to lock rooms.
+
+    Requested before `chromium`: the ORM refuses to run once Playwright has an
+    event loop going in this thread.
+    """
+    return {
+        "alice": make_user("alice"),
+        "bob": make_user("bob"),
+        "staff": make_user("staff", is_staff=True),
+    }
+
+
+def outside_playwright(work: Callable[[], T]) -> T:
+    """Run ORM code in another thread: in this one, Playwright's event loop
+    makes Django raise SynchronousOnlyOperation."""
+
+    def run() -> T:
+        try:
+            return work()
+        finally:
+            # The thread's own connection; left open, it would block the flush.
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+def set_general_locked(staff: AbstractBaseUser, locked: bool) -> None:
+    room = Room.objects.get(slug="general")
+    moderation.room_set_locked(actor=staff, room=room, locked=locked)
+
+
+def log_in_and_open_general(browser, server: str, username: str):
+    page = browser.new_context().new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{server}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server}/")
+    page.goto(f"{server}/rooms/general/")
+    page.wait_for_selector("#status.status--live")
+    return page, errors
+
+
+def send(page, text: str) -> None:
+    page.fill("#composer-input", text)
+    page.press("#composer-input", "Enter")
+
+
+def test_deleted_message_vanishes_from_the_other_page(people, server, chromium):
+    alice, alice_errors = log_in_and_open_general(chromium, server, "alice")
+    bob, bob_errors = log_in_and_open_general(chromium, server, "bob")
+    send(alice, "oops, wrong room")
+    # Stored (it has an id) on alice's page, shown on bob's.
+    mine = alice.locator("#message-list .msg[data-id]", has_text="oops, wrong room")
+    theirs = bob.locator("#message-list .msg", has_text="oops, wrong room")
+    expect(mine).to_have_count(1)
+    expect(theirs).to_have_count(1)
+    assert theirs.locator(".msg-delete").count() == 0  # bob moderates nothing
+
+    questions = []
+    alice.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    mine.hover()
+    mine.locator(".msg-delete").click()
+
+    expect(theirs).to_have_count(0)
+    expect(mine).to_have_count(0)
+    assert questions == ["Delete your message? It disappears for everyone."]
+    # Gone from the history a new page shows, too.
+    bob.reload()
+    bob.wait_for_selector("#status.status--live")
+    expect(theirs).to_have_count(0)
+    assert alice_errors == bob_errors == []
+
+
+def test_lock_makes_a_members_composer_read_only_live(people, server, chromium):
+    # The lock is broadcast from this process: only a shared layer reaches Daphne.
+    need_redis()
+    bob, errors = log_in_and_open_general(chromium, server, "bob")
+    banner = bob.locator("#room-banner")
+    expect(banner).to_be_hidden()
+    expect(bob.locator("#composer-input")).to_be_enabled()
+
+    outside_playwright(lambda: set_general_locked(people["staff"], True))
+
+    expect(banner).to_be_visible()
+    expect(banner).to_have_class("room-banner room-banner--locked")
+    expect(banner).to_contain_text("Locked")
+    expect(bob.locator("#composer-input")).to_be_disabled()
+    expect(bob.locator(".composer-send")).to_be_disabled()
+
+    outside_playwright(lambda: set_general_locked(people["staff"], False))
+
+    expect(banner).to_be_hidden()
+    expect(bob.locator("#composer-input")).to_be_enabled()
+    expect(bob.locator(".composer-send")).to_be_enabled()
+    assert errors == []
+
+
+@pytest.fixture
+def locked_general(people) -> Room:
+    """`general`, locked by staff before Playwright starts (the ORM still runs here)."""
+    set_general_locked(people["staff"], True)
+    return Room.objects.get(slug="general")
+
+
+def test_locked_room_page_opens_read_only_for_members(locked_general, server, chromium):
+    bob, errors = log_in_and_open_general(chromium, server, "bob")
+
+    banner = bob.locator("#room-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("This room is locked")
+    expect(bob.locator("#composer-input")).to_be_disabled()
+    expect(bob.locator(".composer-send")).to_be_disabled()
+    assert errors == []
