@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -32,39 +33,96 @@ def database_env(application_name: str) -> dict[str, str]:
     return {"DATABASE_URL": "", "SQLITE_NAME": str(db["NAME"])}
 
 
+class DaphneProcess:
+    """chatsite.asgi served by Daphne in a child process, on a fixed port so
+    that it can be restarted where clients expect it."""
+
+    def __init__(self, **env: str) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        # Marks the process's PostgreSQL sessions, to wait for them to end.
+        self.application_name = f"chat-test-server-{self.port}"
+        self.env = {
+            **os.environ,
+            **database_env(self.application_name),
+            "REDIS_URL": settings.REDIS_URL,
+            "REDIS_PREFIX": settings.REDIS_PREFIX,
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "chatsite.asgi:application"],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(self.port, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        _wait_for_sessions_to_end(self.application_name)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @contextmanager
 def daphne(**env: str) -> Iterator[str]:
     """Serve chatsite.asgi in a Daphne process; yields its `host:port`."""
-    port = free_port()
-    # Marks the process's PostgreSQL sessions, to wait for them to end.
-    application_name = f"chat-test-server-{port}"
-    process_env = {
-        **os.environ,
-        **database_env(application_name),
-        "REDIS_URL": settings.REDIS_URL,
-        "REDIS_PREFIX": settings.REDIS_PREFIX,
-        **env,
-    }
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [*command, "chatsite.asgi:application"],
-            cwd=BASE_DIR,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    server = DaphneProcess(**env)
+    server.start()
+    try:
+        yield server.address
+    finally:
+        server.stop()
+        server.log.close()
+
+
+class PrivateRedis:
+    """A redis-server of a test's own, to stop and start (empty) at will."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        self.process = subprocess.Popen(
+            [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
         )
-        try:
-            _wait_for_port(port, process, log)
-            yield f"127.0.0.1:{port}"
-        finally:
-            process.terminate()
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
             try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            _wait_for_sessions_to_end(application_name)
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 def _wait_for_sessions_to_end(application_name: str) -> None:

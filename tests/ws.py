@@ -20,8 +20,8 @@ class ChatClient:
     async def send_text(self, text: str) -> None:
         await self.communicator.send_to(text_data=text)
 
-    async def receive(self) -> dict:
-        return await self.communicator.receive_json_from(timeout=TIMEOUT)
+    async def receive(self, timeout: float = TIMEOUT) -> dict:
+        return await self.communicator.receive_json_from(timeout=timeout)
 
     async def receive_type(self, kind: str) -> dict:
         """The next frame, which must be of type `kind`."""
@@ -29,10 +29,10 @@ class ChatClient:
         assert frame["type"] == kind, frame
         return frame
 
-    async def receive_until(self, kind: str) -> dict:
+    async def receive_until(self, kind: str, timeout: float = TIMEOUT) -> dict:
         """The next frame of type `kind`, passing over any others."""
         while True:
-            frame = await self.receive()
+            frame = await self.receive(timeout)
             if frame["type"] == kind:
                 return frame
 

@@ -6,11 +6,8 @@ starts again (empty, as the production Redis keeps nothing on disk).
 """
 
 import shutil
-import subprocess
-import time
 
 import pytest
-import redis
 from channels.db import database_sync_to_async
 
 from chat.models import Message
@@ -18,37 +15,10 @@ from chat.presence import reset_presence
 from chat.ratelimit import reset_send_buckets
 from tests.api import api_client
 from tests.conftest import REQUIRE_SERVICES
-from tests.servers import free_port
+from tests.servers import PrivateRedis
 from tests.ws import connect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-class PrivateRedis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        self.process = subprocess.Popen(
-            [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-        )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -100,7 +70,8 @@ async def test_messages_sent_during_an_outage_are_acked_stored_and_delivered_aft
         assert (await database_sync_to_async(api_send)()).status_code == 201
 
         await database_sync_to_async(private_redis.start)()
-        missed = [await alice.receive_until("message"), await alice.receive_until("message")]
+        # The layer retries with backoff (up to 2 s between tries): give it time.
+        missed = [await alice.receive_until("message", 15), await alice.receive_until("message")]
         assert [m["body"] for m in missed] == ["while redis is down", "via api, down"]
 
         # Live again: the sockets subscribed anew to the (empty) new Redis.
