@@ -14,7 +14,11 @@ unacknowledged messages with their original `client_id`.
 
 Messages are delivered per room in id order: while a room catches up, live
 messages wait, and the catch-up pages and the waiting messages are then
-handed over sorted. `client.messages[room]` holds everything delivered.
+handed over sorted; live messages are held for HOLD_BACK seconds so that
+copies from different server processes, which may cross on the way, are
+handed over sorted too. `client.messages[room]` holds everything delivered;
+`client.late` counts messages that arrived after a higher id had already been
+handed over (delivered all the same, out of order).
 """
 
 import asyncio
@@ -23,23 +27,29 @@ import itertools
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websockets
 
+from chat.resume import ResumePoint
+
 logger = logging.getLogger(__name__)
 
 CATCH_UP_PAGE_SIZE = 100  # a joined page this full means there may be more
+HOLD_BACK = 0.3  # seconds a live message waits for a lower id that may be on its way
 
 
 @dataclass
 class RoomState:
-    last_id: int = 0  # every message up to here was delivered
+    resume: ResumePoint = field(default_factory=ResumePoint)
     syncing: bool = True  # between a join and its last catch-up page
     seen: set[int] = field(default_factory=set)
-    waiting: list[dict] = field(default_factory=list)  # live messages during a catch-up
+    # Live messages not yet handed over, with their arrival time.
+    waiting: list[tuple[float, dict]] = field(default_factory=list)
+    handed_over: int = 0  # the highest id handed over
 
 
 class ChatClient:
@@ -64,6 +74,7 @@ class ChatClient:
         self.acked: dict[str, dict] = {}  # client_id -> the stored message
         self.errors: list[dict] = []
         self.connections = 0
+        self.late = 0
         self._socket = None
         self._closing = False
         self._ids = (f"{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
@@ -80,7 +91,7 @@ class ChatClient:
                 await self._session()
                 attempt = 0
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as exc:
-                logger.info("chat connection lost: %r", exc)
+                logger.debug("chat connection lost: %r", exc)
             if self._closing:
                 break
             self._joined.clear()
@@ -124,7 +135,7 @@ class ChatClient:
             self.connections += 1
             for room, state in self.rooms.items():
                 state.syncing = True
-                await self._join(room, state.last_id)
+                await self._join(room, state.resume.since())
             for frame in list(self.pending.values()):
                 await self._send(frame)  # same client_id: stored once
             async for text in socket:
@@ -159,18 +170,19 @@ class ChatClient:
         state = self.rooms[room]
         for message in page:
             self._deliver(state, message)
+        if page:
+            state.resume.confirm_through(page[-1]["id"])
         if len(page) >= CATCH_UP_PAGE_SIZE:
-            await self._join(room, state.last_id)  # more may be missing
+            await self._join(room, state.resume.since())  # more may be missing
             return
         state.syncing = False
-        for message in sorted(state.waiting, key=lambda m: m["id"]):
-            self._deliver(state, message)
-        state.waiting.clear()
+        self._hand_over(state, everything=True)
         if not any(s.syncing for s in self.rooms.values()):
             self._joined.set()
 
     async def _on_message(self, message: dict) -> None:
         client_id = message.get("client_id")
+        own = client_id is not None and (client_id in self.pending or client_id in self.acked)
         if client_id in self.pending:
             del self.pending[client_id]
             async with self._acked:
@@ -179,16 +191,37 @@ class ChatClient:
         state = self.rooms.get(message["room"])
         if state is None:
             return
-        if state.syncing:
-            state.waiting.append(message)
-        else:
+        if not own:
+            # Our own acks come straight from our socket, ahead of others'
+            # messages still on their way: they do not move the resume point.
+            state.resume.live(message["id"])
+        state.waiting.append((time.monotonic(), message))
+        if not state.syncing:
+            loop = asyncio.get_running_loop()
+            loop.call_later(HOLD_BACK, self._hand_over, state)
+
+    def _hand_over(self, state: RoomState, everything: bool = False) -> None:
+        """Deliver, in id order, the waiting messages that have waited HOLD_BACK
+        (and any lower ids waiting with them)."""
+        if state.syncing or not state.waiting:
+            return
+        due_before = time.monotonic() - HOLD_BACK + 0.001
+        due = [m["id"] for t, m in state.waiting if everything or t <= due_before]
+        if not due:
+            return
+        up_to = max(due)
+        ready = sorted((m for _, m in state.waiting if m["id"] <= up_to), key=lambda m: m["id"])
+        state.waiting = [(t, m) for t, m in state.waiting if m["id"] > up_to]
+        for message in ready:
             self._deliver(state, message)
 
     def _deliver(self, state: RoomState, message: dict) -> None:
         if message["id"] in state.seen:
             return
         state.seen.add(message["id"])
-        state.last_id = max(state.last_id, message["id"])
+        if message["id"] < state.handed_over:
+            self.late += 1
+        state.handed_over = max(state.handed_over, message["id"])
         self.messages[message["room"]].append(message)
         if self.on_message is not None:
             self.on_message(message)

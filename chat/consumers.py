@@ -7,6 +7,7 @@ or selector, reply. Business rules live in chat.services.
 import asyncio
 import logging
 
+from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -17,8 +18,12 @@ from chat.exceptions import ChatError, FrameTooLarge, NotJoined, RateLimited, To
 from chat.models import Message, Room
 from chat.presence import get_presence
 from chat.ratelimit import get_send_buckets
+from chat.resume import ResumePoint
 
 logger = logging.getLogger(__name__)
+# A socket that closed while we were busy: uvicorn raises an OSError subclass
+# (as ASGI asks), Daphne autobahn's Disconnected.
+CLOSED_SOCKET_ERRORS = (OSError, Disconnected)
 
 
 @database_sync_to_async
@@ -55,9 +60,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.username = user.username
         self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
-        # The highest message id the layer (or a join) brought this socket, per
-        # room: where to resume from the database after the layer lost messages.
-        self.last_ids: dict[str, int] = {}
+        # Per room, where to resume from the database after the layer lost
+        # messages (chat.resume).
+        self.resume: dict[str, ResumePoint] = {}
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
         # Moderation reaches all of a user's sockets, in every process, here.
@@ -91,7 +96,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.error_frame(exc, ref=ref))
 
     async def send_frame(self, frame: dict) -> None:
-        await self.send(text_data=protocol.encode(frame))
+        await self.send_text(protocol.encode(frame))
+
+    async def send_text(self, text: str) -> None:
+        """Send, unless the client has just gone: then `disconnect` follows."""
+        try:
+            await self.send(text_data=text)
+        except CLOSED_SOCKET_ERRORS:
+            # Letting it escape would kill the consumer before its
+            # disconnect() runs, leaving the user "online".
+            logger.debug("socket closed before a send", exc_info=True)
 
     # --- commands from the client ---------------------------------------------------
 
@@ -142,7 +156,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             sender_channel=self.channel_name,
         )
         # The acknowledgement: the stored message (also for a resent client_id).
-        # Not counted in last_ids: others' messages before it may still be in
+        # Not a resume point (chat.resume): others' messages before it may still be in
         # the layer, or lost with it.
         await self.send_frame(protocol.message_frame(message))
 
@@ -172,25 +186,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def room_frame(self, event: dict) -> None:
         if event.get("exclude") != self.channel_name:
-            await self.send(text_data=event["text"])
+            await self.send_text(event["text"])
             if "id" in event:
-                self._delivered(event["room"], event["id"])
+                self.resume.setdefault(event["room"], ResumePoint()).live(event["id"])
 
     async def layer_recovered(self, event: dict) -> None:
         """Redis was away: subscribe again, and send what the layer dropped meanwhile."""
         await self._subscribe(events.user_group(self.user.pk))
         for slug, room in list(self.rooms.items()):
             await self._subscribe(events.room_group(room.id))
-            since = self.last_ids.get(slug, 0)
+            resume = self.resume.setdefault(slug, ResumePoint())
             while True:
-                missed = await _room_messages(room, since)
+                missed = await _room_messages(room, resume.since())
                 for message in missed:
                     await self.send_frame(protocol.message_frame(message))
+                if missed:
+                    resume.confirm_through(missed[-1].id)
                 if len(missed) < selectors.CATCH_UP_PAGE_SIZE:
                     break
-                since = missed[-1].id
-            if since:
-                self._delivered(slug, since)
 
     async def user_removed(self, event: dict) -> None:
         """Banned or removed from a room: leave it at once, and say why."""
@@ -211,10 +224,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except KeyError:
             raise NotJoined(f"You have not joined {slug!r} on this connection.") from None
 
-    def _delivered(self, slug: str, message_id: int) -> None:
-        if message_id > self.last_ids.get(slug, 0):
-            self.last_ids[slug] = message_id
-
     async def _subscribe(self, group: str) -> None:
         try:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -224,7 +233,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
-        self.last_ids.pop(room.slug, None)
+        self.resume.pop(room.slug, None)
         try:
             await self.channel_layer.group_discard(events.room_group(room.id), self.channel_name)
         except events.LAYER_ERRORS:

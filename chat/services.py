@@ -190,8 +190,8 @@ def message_post(
     """Store a message and, once committed, broadcast it to the room.
 
     Returns (message, created). A repeated (user, client_id) is not stored
-    again: the first message comes back with created=False and nothing is
-    broadcast, so a client may resend freely after a lost acknowledgement.
+    again: the first message comes back with created=False (and goes out to
+    the room again), so a client may resend freely after a lost acknowledgement.
 
     `sender_channel`, the sending socket, is left out of the broadcast: the
     socket acknowledges its own sends directly, so that an ack never waits
@@ -215,6 +215,12 @@ def message_post(
             raise
         existing = Message.objects.select_related("room", "user").get(
             user=user, client_id=client_id
+        )
+        # Broadcast again: a resend may mean the first copy never went out
+        # (its process died between commit and broadcast). Receivers drop
+        # what they already have, by id.
+        events.room_broadcast(
+            existing.room_id, protocol.message_frame(existing), exclude=sender_channel
         )
         return existing, False
     return message, True
