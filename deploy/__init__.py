@@ -1,0 +1,1 @@
+"""Deployment: the loopback stack, the compose check and the container healthcheck."""
