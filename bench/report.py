@@ -73,7 +73,7 @@ LOAD_ROWS = [
     ("fixed run: loadgen CPU %", "fixed", _get("loadgen_cpu_pct"), False),
     ("fixed run: sockets/s connected (setup)", "fixed", _get("connect_per_s"), False),
     ("fixed run: connect + join failures", "fixed", setup_failures, False),
-    ("fixed run: s for the joins' presence frames to stop", "fixed", _get("join_settle_s"), True),
+    ("fixed run: s for the joins' presence frames to stop", "fixed", _get("join_settle_s"), False),
     ("fixed run: frames received after the joins", "fixed", _get("join_settle_frames"), False),
     ("fixed run: server tracebacks logged", "fixed", _get("server_tracebacks"), False),
 ]
@@ -121,24 +121,55 @@ def median(values: list) -> float | None:
     return round(statistics.median(numbers), 3) if numbers else None
 
 
-def cell(records: list[dict], kind: str, get) -> dict:
+def first_step_failed(result: dict, key: str) -> float | None:
+    """The offered rate of a sweep's first step, if the server failed it there.
+
+    A sweep that failed its first step has no best step: the maximum is below
+    that step. One that failed there because loadgen ran out of CPU says
+    nothing about the server and gives None.
+    """
+    steps = result.get("steps") or []
+    if result.get("max_sustained_msgs_per_s") is not None or not steps:
+        return None
+    if sweep_lower_bound(result):
+        return None
+    return steps[0].get(key)
+
+
+def cell(records: list[dict], kind: str, get, below_key: str | None = None) -> dict:
+    """The median over the counted repetitions, and what the display needs.
+
+    With `below_key` (the max sustained rows), a sweep that failed its first
+    step counts as "below that step": it ranks under every figure, and a
+    median that falls on it shows as "<step".
+    """
     mine = [r for r in records if r["kind"] == kind]
     counted = [r for r in mine if counts(r)]
     values = [get(r["result"]) for r in counted]
+    below = []
+    if below_key:
+        for i, r in enumerate(counted):
+            step = first_step_failed(r["result"], below_key)
+            if values[i] is None and step is not None:
+                below.append(step)
+                values[i] = 0.0
     lists = [v for v in values if isinstance(v, list)]
-    out = {"median": median(values), "values": values, "counted": len(counted), "runs": len(mine)}
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {
+        "median": median(values),
+        "values": values,
+        "counted": len(numbers) or len(lists),
+        "runs": len(mine),
+        "below": below,
+    }
     if lists:  # per-process figures: the median of each position
         out["median"] = [
             median([v[i] for v in lists if len(v) > i]) for i in range(max(map(len, lists)))
         ]
     if kind == "sweep":
-        out["lower_bound"] = any(sweep_lower_bound(r["result"]) for r in counted)
-        # A sweep whose first step already failed: the maximum is below that step.
-        out["below"] = [
-            r["result"]["steps"][0].get("offered_deliveries_per_s")
-            for r in counted
-            if r["result"].get("steps") and get(r["result"]) is None
-        ]
+        out["lower_bound"] = bool(below_key) and any(
+            sweep_lower_bound(r["result"]) and get(r["result"]) is not None for r in counted
+        )
         out["stops"] = [r["result"].get("stopped_because") for r in counted]
     reasons = [
         reason for r in mine for reason in (r.get("result") or {}).get("invalid_reasons", [])
@@ -149,15 +180,48 @@ def cell(records: list[dict], kind: str, get) -> dict:
     return out
 
 
-def paired_ratio(records: list[dict], kind: str, get, num: str, den: str) -> float | None:
+def paired_ratio(records: list[dict], kind: str, get, num: str, den: str) -> dict:
+    """Median of the per-repetition ratios num/den, over repetitions where both counted."""
     by_rep: dict[int, dict[str, float]] = {}
+    reps = set()
     for r in records:
+        if r["kind"] == kind:
+            reps.add(r["rep"])
         if r["kind"] == kind and counts(r):
             value = get(r["result"])
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 by_rep.setdefault(r["rep"], {})[r["server"]] = value
     ratios = [v[num] / v[den] for v in by_rep.values() if v.get(num) is not None and v.get(den)]
-    return round(statistics.median(ratios), 3) if ratios else None
+    return {
+        "median": round(statistics.median(ratios), 3) if ratios else None,
+        "pairs": len(ratios),
+        "reps": len(reps),
+    }
+
+
+# Rows whose sweeps may fail their first step, and the offered rate that says so.
+BELOW_KEYS = {
+    "max sustained deliveries/s": "offered_deliveries_per_s",
+    "max sustained msgs/s": "offered_msgs_per_s",
+}
+
+
+def ratio_text(ratio: dict, num: dict, den: dict) -> str:
+    """A ratio as shown: `<` when the numerator's median is "below the first step"."""
+    if shows_below(num) and isinstance(den.get("median"), (int, float)) and den["median"]:
+        return f"<{fmt(max(num['below']) / den['median'])}x"
+    if shows_below(den) and isinstance(num.get("median"), (int, float)) and not shows_below(num):
+        return f">{fmt(num['median'] / max(den['below']))}x"
+    if ratio["median"] is None:
+        return ""
+    text = f"{fmt(ratio['median'])}x"
+    if ratio["pairs"] < ratio["reps"]:
+        text += f" ({ratio['pairs']}/{ratio['reps']})"
+    return text
+
+
+def shows_below(c: dict) -> bool:
+    return bool(c.get("below")) and c.get("median") == 0
 
 
 def summarize(records: list[dict], scenarios: list[dict]) -> dict:
@@ -171,10 +235,11 @@ def summarize(records: list[dict], scenarios: list[dict]) -> dict:
         pairs = [(a, b) for a, b in pairs if a in servers and b in servers]
         rows = []
         for title, kind, get, with_ratio in ROWS_BY_KIND[scenario["kind"]]:
-            cells = {s: cell([r for r in mine if r["server"] == s], kind, get) for s in servers}
-            if not title.startswith("max sustained deliveries"):
-                for c in cells.values():
-                    c.pop("below", None)
+            below_key = BELOW_KEYS.get(title)
+            cells = {
+                s: cell([r for r in mine if r["server"] == s], kind, get, below_key)
+                for s in servers
+            }
             if all(c["runs"] == 0 for c in cells.values()):
                 continue
             ratios = (
@@ -182,6 +247,9 @@ def summarize(records: list[dict], scenarios: list[dict]) -> dict:
                 if with_ratio
                 else {}
             )
+            for name, ratio in ratios.items():
+                num, den = name.split("/")
+                ratio["text"] = ratio_text(ratio, cells[num], cells[den])
             rows.append({"title": title, "kind": kind, "cells": cells, "ratios": ratios})
         notes = [
             f"{r['server']}: the joins' presence frames had not stopped after"
@@ -220,15 +288,20 @@ def fmt(value) -> str:
 def fmt_cell(c: dict) -> str:
     if c["runs"] == 0:
         return ""
-    if c["counted"] == 0:
+    if shows_below(c):
+        text = f"<{fmt(max(c['below']))}"
+    elif c["counted"] == 0:
+        if any(str(stop).startswith("loadgen-bound") for stop in c.get("stops", [])):
+            return "invalid (loadgen-bound)"
         return "invalid" if c["invalid_reasons"] else ("error" if c["errors"] else "-")
-    if c["median"] is None and c.get("below"):
-        return f"<{fmt(min(c['below']))}"
-    text = fmt(c["median"])
+    else:
+        text = fmt(c["median"])
     if c.get("lower_bound"):
         text = f"≥{text}"
     if c["counted"] < c["runs"]:
         text += f" ({c['counted']}/{c['runs']})"
+    if c.get("below") and not shows_below(c):
+        text += f" ({len(c['below'])} below {fmt(max(c['below']))})"
     return text
 
 
@@ -247,10 +320,7 @@ def markdown_tables(summary: dict) -> str:
         notes: list[str] = []
         for row in scenario["rows"]:
             values = [fmt_cell(row["cells"][s]) for s in servers]
-            ratios = [
-                fmt(row["ratios"].get(n)) + "x" if row["ratios"].get(n) is not None else ""
-                for n in ratio_names
-            ]
+            ratios = [row["ratios"].get(n, {}).get("text", "") for n in ratio_names]
             lines.append("| " + " | ".join([row["title"], *values, *ratios]) + " |")
             for server in servers:
                 c = row["cells"][server]

@@ -28,18 +28,25 @@ Configuration (environment):
   BENCH_SERVERS=a,b    only these servers (project, seed_fastapi, bare_ws)
   BENCH_PROFILE=0|1    py-spy profile of the project at the end (default 1; 0 quick)
   BENCH_RESET_DB=1     drop and recreate the bench database first
+  (`run.py --render bench/results/<date>.json` redoes a run's tables from its JSON.)
+  BENCH_PROJECT_REF=R  serve commit R (e.g. HEAD) from a snapshot (git archive into
+                       bench/.snapshots/) instead of the work tree, which others may be
+                       editing during a run; the project's .venv is used either way
 """
 
 import contextlib
 import datetime
 import hashlib
+import io
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +59,10 @@ import report
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+VENV_BIN = ROOT / ".venv" / "bin"  # the project's venv, made by `make`
+# The project tree whose code the servers run: this work tree, or a snapshot of
+# a commit (BENCH_PROJECT_REF), see project_tree().
+PROJECT = ROOT
 SHARED = ROOT.parent / "shared"
 VENVS = BENCH / ".venvs"
 LOGS = BENCH / "logs"
@@ -65,7 +76,6 @@ PROJECT_REDIS_DB = 14
 EXCEPTION_LINE = re.compile(
     r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exceeded)):", re.M
 )
-SETTLE_QUIET_S = 1.0  # no frame for this long after the joins: the room has settled
 PROFILE_DELAY = 8  # seconds for loadgen's setup (100 users and sockets) before py-spy attaches
 PROFILE_SECONDS = 10
 PEER_REDIS_DB = 15
@@ -110,6 +120,9 @@ class Config:
         self.drain = env_num("BENCH_DRAIN", 2 if q else 3)
         # Longest wait for the presence frames of the joins to stop (loadgen_ext.py).
         self.settle_max = env_num("BENCH_SETTLE_MAX", 20 if q else 30)
+        # No frame for this long after the joins: the room has settled. The seed
+        # peer pauses for over a second inside its presence broadcast to 1,000.
+        self.settle_quiet = env_num("BENCH_SETTLE_QUIET", 2)
         self.sweep_factor = env_num("BENCH_SWEEP_FACTOR", 2 if q else 1.5)
         self.only = env_list("BENCH_SCENARIOS")
         self.servers = env_list("BENCH_SERVERS") or ["project", "seed_fastapi", "bare_ws"]
@@ -254,7 +267,7 @@ class Server:
 
 def run_checked(cmd: list, *, env: dict | None = None, timeout: float = 600) -> str:
     returncode, problem, out = procs.run_captured(
-        cmd, cwd=ROOT, env=env or dict(os.environ), timeout=timeout, log=LOGS / "setup.log"
+        cmd, cwd=PROJECT, env=env or dict(os.environ), timeout=timeout, log=LOGS / "setup.log"
     )
     if problem or returncode != 0:
         raise RuntimeError(
@@ -275,6 +288,30 @@ def check_services() -> None:
         )
 
 
+def project_tree() -> Path:
+    """The tree to serve: this work tree, or with BENCH_PROJECT_REF=<commit> a
+    snapshot of that commit (`git archive`, extracted under bench/.snapshots/),
+    so that a long run measures one version while others edit the work tree."""
+    ref = os.environ.get("BENCH_PROJECT_REF", "")
+    if not ref:
+        return ROOT
+    sha = run_checked(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"]).strip()
+    dest = BENCH / ".snapshots" / sha[:12]
+    if not (dest / "manage.py").exists():
+        archive = subprocess.run(  # noqa: S603
+            ["git", "archive", sha],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        tmp.replace(dest)
+    return dest
+
+
 def project_env() -> dict:
     env = dict(os.environ)
     env.update(
@@ -289,7 +326,9 @@ def project_env() -> dict:
             "REDIS_PREFIX": "bench",
             # Production settings with a cheap password hash (see bench/settings.py).
             "DJANGO_SETTINGS_MODULE": "bench.settings",
-            "PYTHONPATH": str(ROOT),
+            # The project first; `bench` (a namespace package) from either tree.
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(PROJECT), str(ROOT)])),
+            "BENCH_PROJECT_DIR": str(PROJECT),
         }
     )
     env.update(SERVER_EXTRA_ENV)
@@ -307,7 +346,7 @@ def prepare_project(cfg: Config, env: dict) -> None:
         run_checked(["createdb", *PG, DB_NAME])
     for db in (PROJECT_REDIS_DB, PEER_REDIS_DB):  # the bench's own Redis databases
         run_checked(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "FLUSHDB"])
-    python = ROOT / ".venv" / "bin" / "python"
+    python = VENV_BIN / "python"
     run_checked([python, "manage.py", "migrate", "--noinput"], env=env)
     run_checked([python, "manage.py", "collectstatic", "--noinput"], env=env)
 
@@ -316,12 +355,12 @@ def daphne(name: str, env: dict) -> Server:
     port = procs.free_port()
     server_env = dict(env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}")
     cmd = [
-        ROOT / ".venv" / "bin" / "daphne",
+        VENV_BIN / "daphne",
         "-e",
         f"tcp:port={port}:interface=127.0.0.1:backlog=2048",
         "chatsite.asgi:application",
     ]
-    return Server(name, cmd, ROOT, server_env, port)
+    return Server(name, cmd, PROJECT, server_env, port)
 
 
 def peers(cfg: Config) -> list[Server]:
@@ -381,7 +420,7 @@ def precreate_rooms(env: dict, slugs: list[str]) -> None:
         f"for slug in {slugs!r}:\n"
         "    Room.objects.get_or_create(slug=slug, defaults={'name': slug})\n"
     )
-    run_checked([ROOT / ".venv" / "bin" / "python", "manage.py", "shell", "-c", code], env=env)
+    run_checked([VENV_BIN / "python", "manage.py", "shell", "-c", code], env=env)
 
 
 # --- one loadgen run ------------------------------------------------------------------
@@ -444,7 +483,8 @@ class Bench:
         cmd += ["--server-pid", str(spec["servers"][0].pid), "--server-pids", pids]
         cmd += [a for url in spec["urls"][1:] for a in ("--also-url", url)]
         if "--idle" not in args:
-            cmd += ["--settle-joins", str(SETTLE_QUIET_S), "--settle-max", str(self.cfg.settle_max)]
+            settle = ["--settle-joins", self.cfg.settle_quiet, "--settle-max", self.cfg.settle_max]
+            cmd += [str(a) for a in settle]
         if target in self.no_room_create:
             cmd.append("--no-room-create")
         return cmd
@@ -596,7 +636,7 @@ def run_history(bench: Bench, env: dict) -> dict:
     out = RESULTS / f"{bench.stem}-history.json.tmp"
     requests = "100" if bench.cfg.quick else "1000"
     cmd = [
-        ROOT / ".venv" / "bin" / "python",
+        VENV_BIN / "python",
         BENCH / "history.py",
         "--url",
         server.url,
@@ -609,7 +649,7 @@ def run_history(bench: Bench, env: dict) -> dict:
     ]
     print("bench: history API at 1,000,000 messages", flush=True)
     returncode, problem, stdout = procs.run_captured(
-        cmd, cwd=ROOT, env=env, timeout=1800, log=LOGS / "history.log"
+        cmd, cwd=PROJECT, env=env, timeout=1800, log=LOGS / "history.log"
     )
     print(stdout, end="", flush=True)
     if returncode != 0 or not out.exists():
@@ -707,7 +747,10 @@ def run_profile(bench: Bench, scenario: dict) -> dict:
 def main() -> None:
     cfg = Config()
     today = datetime.date.today().isoformat()
-    stem = f"{today}-quick" if cfg.quick else today
+    # A partial run (BENCH_SCENARIOS, BENCH_SERVERS) never overwrites a full one.
+    stem = "-".join([today, *(["quick"] if cfg.quick else []), *cfg.only])
+    if os.environ.get("BENCH_SERVERS"):
+        stem += "-" + "-".join(cfg.servers)
     RESULTS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     for log in LOGS.glob("*.log"):
@@ -733,8 +776,12 @@ def main() -> None:
     )
     history = profile = None
     interrupted = None
+    global PROJECT
     try:
         check_services()
+        PROJECT = project_tree()
+        meta["project_tree"] = str(PROJECT.relative_to(ROOT)) if PROJECT != ROOT else "."
+        meta["project_ref"] = os.environ.get("BENCH_PROJECT_REF") or None
         bench.loadgen_python = procs.ensure_venv(
             VENVS / "loadgen", [SHARED / "bench" / "requirements.txt"], LOGS / "venvs.log"
         )
@@ -875,6 +922,17 @@ def write_results(
     print(md, flush=True)
 
 
+def project_line(meta: dict) -> str:
+    if meta.get("project_ref"):
+        tree = meta.get("project_tree", "")
+        return f"Project: `{meta['project_ref']}` = commit {tree.rsplit('/', 1)[-1]} (a snapshot)"
+    git = meta["git"]
+    return (
+        f"Project: the work tree at commit {git.get('commit')} with"
+        f" {git.get('uncommitted_files')} uncommitted files (diff {git.get('diff_sha256')})"
+    )
+
+
 def render_markdown(
     meta: dict, summary: dict, history: dict | None, profile: dict | None, notes: list
 ) -> str:
@@ -882,8 +940,7 @@ def render_markdown(
     lines = [
         f"# Bench results {meta['date']}{' (quick smoke run)' if meta['quick'] else ''}",
         "",
-        f"Project commit {meta['git'].get('commit')} with"
-        f" {meta['git'].get('uncommitted_files')} uncommitted files;"
+        f"{project_line(meta)};"
         f" {meta.get('nproc')} cores; {meta['started']} to {meta.get('finished')}."
         f" {cfg['repeats']} repetition(s), interleaved; windows of {cfg['duration']:g} s"
         f" after {cfg['warmup']:g} s warm-up; sweep factor {cfg['sweep_factor']:g}."
@@ -891,7 +948,8 @@ def render_markdown(
         "",
         "Each cell is the median over the repetitions that count (`(k/n)` when some did not);"
         " ratios are medians of the per-repetition ratios. `≥` marks a sweep that stopped"
-        " because the load generator ran out of CPU, not the server. Fixed-rate runs are at"
+        " because the load generator ran out of CPU, not the server; `<X` a sweep that failed"
+        " its first step, at X (the p99 100 ms / no-loss bound). Fixed-rate runs are at"
         " half of each server's own max sustained rate (the scale-out pair both at half of one"
         " process's). Server CPU is the Daphne/uvicorn/bare process only, not PostgreSQL or"
         " Redis.",
@@ -907,6 +965,21 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def rerender(path: Path) -> None:
+    """Recompute the summary and the markdown of a results JSON (after a report change)."""
+    data = json.loads(path.read_text())
+    data["summary"] = report.summarize(data["runs"], data["scenarios"])
+    profile = data.get("profile")
+    raw_name = (profile or {}).get("files", {}).get("raw")
+    raw = ROOT / raw_name if raw_name else None
+    if profile and raw and raw.is_file():
+        profile["summary"] = profile_summary.summarize(raw)
+    path.write_text(json.dumps(data, indent=1, default=str))
+    md = render_markdown(data, data["summary"], data.get("history"), profile, data.get("notes", []))
+    path.with_suffix(".md").write_text(md)
+    print(f"bench: rewrote {path} and {path.with_suffix('.md')}")
+
+
 def on_signal(signum, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -914,4 +987,7 @@ def on_signal(signum, _frame) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    main()
+    if sys.argv[1:2] == ["--render"]:
+        rerender(Path(sys.argv[2]))
+    else:
+        main()
