@@ -12,15 +12,15 @@ one process (the in-memory channel layer cannot span more), and a dict in that
 process is the same thing.
 """
 
-import asyncio
 import logging
 import time
-import weakref
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from chat.sharedstate import loop_client, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +77,9 @@ class RedisPresence:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        # redis-py clients belong to the event loop that made them; tests and
-        # async_to_sync run several loops, so keep one client per loop.
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _client(self) -> aioredis.Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self.url, decode_responses=True)
-            self._clients[loop] = client
-        return client
+        return loop_client(self.url, decode_responses=True)
 
     def _key(self, room_id: int) -> str:
         return f"{self.prefix}:presence:{room_id}"
@@ -148,20 +140,5 @@ def _count(entries: list[str], username: str) -> int:
     return sum(1 for entry in entries if entry.startswith(prefix))
 
 
-_store: LocalPresence | RedisPresence | None = None
-
-
 def get_presence() -> LocalPresence | RedisPresence:
-    global _store
-    if _store is None:
-        if settings.REDIS_URL:
-            _store = RedisPresence(settings.REDIS_URL, settings.REDIS_PREFIX)
-        else:
-            _store = LocalPresence()
-    return _store
-
-
-def reset_presence() -> None:
-    """Forget the store, so the next call follows the current settings (tests)."""
-    global _store
-    _store = None
+    return shared_store("presence", redis=RedisPresence, local=LocalPresence)

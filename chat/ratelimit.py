@@ -6,16 +6,15 @@ script per send), so a user with sockets on several processes gets one
 budget, not one per process. Without Redis there is one process: a dict.
 """
 
-import asyncio
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from chat.sharedstate import loop_client, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +70,9 @@ class RedisBuckets:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _script(self):
-        # Clients belong to their event loop (see chat.presence).
-        loop = asyncio.get_running_loop()
-        script = self._scripts.get(loop)
-        if script is None:
-            client = aioredis.Redis.from_url(self.url)
-            script = client.register_script(TAKE_SCRIPT)
-            self._scripts[loop] = script
-        return script
+        return loop_client(self.url).register_script(TAKE_SCRIPT)
 
     async def take(self, user_id: int) -> Verdict:
         rate, burst = settings.SEND_RATE, settings.SEND_BURST
@@ -97,19 +88,5 @@ class RedisBuckets:
         return Verdict(bool(allowed), retry_ms / 1000)
 
 
-_store: LocalBuckets | RedisBuckets | None = None
-
-
 def get_send_buckets() -> LocalBuckets | RedisBuckets:
-    global _store
-    if _store is None:
-        if settings.REDIS_URL:
-            _store = RedisBuckets(settings.REDIS_URL, settings.REDIS_PREFIX)
-        else:
-            _store = LocalBuckets()
-    return _store
-
-
-def reset_send_buckets() -> None:
-    global _store
-    _store = None
+    return shared_store("send_buckets", redis=RedisBuckets, local=LocalBuckets)

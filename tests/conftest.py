@@ -7,8 +7,7 @@ import redis
 from django.conf import settings
 
 from chat.models import Room
-from chat.presence import reset_presence
-from chat.ratelimit import reset_send_buckets
+from chat.sharedstate import reset_shared_stores
 from tests.factories import make_room, make_user
 from tests.servers import daphne
 
@@ -61,11 +60,9 @@ def _isolated_shared_state(settings):
                 },
             }
         }
-    reset_presence()
-    reset_send_buckets()
+    reset_shared_stores()
     yield prefix
-    reset_presence()
-    reset_send_buckets()
+    reset_shared_stores()
     if redis_url:
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(f"{prefix}:*", count=1000))
@@ -82,8 +79,7 @@ def channel_backend(request, settings):
         settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     else:
         need_redis()
-    reset_presence()
-    reset_send_buckets()
+    reset_shared_stores()
     return request.param
 
 

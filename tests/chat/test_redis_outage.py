@@ -11,8 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message
-from chat.presence import reset_presence
-from chat.ratelimit import reset_send_buckets
+from chat.sharedstate import reset_shared_stores
 from tests.api import api_client
 from tests.conftest import REQUIRE_SERVICES
 from tests.servers import PrivateRedis
@@ -42,8 +41,7 @@ def private_redis(settings):
             "LOCATION": server.url,
         }
     }
-    reset_presence()
-    reset_send_buckets()
+    reset_shared_stores()
     yield server
     if server.process.poll() is None:
         server.stop()

@@ -4,7 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message
-from chat.ratelimit import reset_send_buckets
+from chat.sharedstate import reset_shared_stores
 from tests.factories import make_room
 from tests.ws import connect
 
@@ -17,7 +17,7 @@ def tight_send_rate(settings):
     # token back in the middle of a test.
     settings.SEND_RATE = 0.2
     settings.SEND_BURST = 3.0
-    reset_send_buckets()
+    reset_shared_stores()
 
 
 async def test_sends_beyond_the_burst_are_rate_limited_with_a_retry_hint(

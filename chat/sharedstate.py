@@ -1,0 +1,48 @@
+"""Where the state that every server process must agree on lives.
+
+Presence and the send rate limit each have two stores: Redis when REDIS_URL
+is set (several processes act as one), else a dict in this one process (the
+in-memory channel layer cannot span more than one anyway). This module picks
+the store once per process, and hands out Redis clients per event loop.
+"""
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+Store = TypeVar("Store")
+
+_stores: dict[str, object] = {}
+# redis-py clients belong to the event loop that made them; tests and
+# async_to_sync run several loops, so keep one client per loop and URL.
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def shared_store(
+    name: str, *, redis: Callable[[str, str], Store], local: Callable[[], Store]
+) -> Store:
+    """The process's `name` store: `redis(url, key_prefix)` with Redis, else `local()`."""
+    store = _stores.get(name)
+    if store is None:
+        url = settings.REDIS_URL
+        store = _stores[name] = redis(url, settings.REDIS_PREFIX) if url else local()
+    return store
+
+
+def reset_shared_stores() -> None:
+    """Forget the stores, so that the next calls follow the current settings (tests)."""
+    _stores.clear()
+
+
+def loop_client(url: str, **options: object) -> aioredis.Redis:
+    """A Redis client for `url` that belongs to the running event loop."""
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    key = (url, tuple(sorted(options.items())))
+    client = per_loop.get(key)
+    if client is None:
+        client = per_loop[key] = aioredis.Redis.from_url(url, **options)
+    return client
