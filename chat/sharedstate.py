@@ -44,5 +44,7 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
     key = (url, tuple(sorted(options.items())))
     client = per_loop.get(key)
     if client is None:
-        client = per_loop[key] = aioredis.Redis.from_url(url, **options)
+        client = per_loop[key] = aioredis.Redis.from_url(
+            url, max_connections=settings.REDIS_MAX_CONNECTIONS, **options
+        )
     return client

@@ -151,13 +151,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # and presence both live there. Unset, everything stays in this one process.
 REDIS_URL = env_str("REDIS_URL")
 REDIS_PREFIX = env_str("REDIS_PREFIX", "chat")
+# Connections per process and pool. redis-py's default ceiling raised
+# MaxConnectionsError under bursts in the benchmark (every group_send and
+# every receive cleanup takes one for a moment).
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis, riding out Redis restarts (chat/layers.py).
             "BACKEND": "chat.layers.ResilientRedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}],
                 "prefix": f"{REDIS_PREFIX}:layer",
                 # A slow socket must not make the layer drop other sockets'
                 # messages: give each channel room for a burst.
