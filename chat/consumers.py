@@ -15,7 +15,6 @@ from django.conf import settings
 
 from chat import events, moderation, protocol, selectors, services
 from chat.exceptions import ChatError, FrameTooLarge, NotJoined, RateLimited, TooManyRooms
-from chat.fanout import get_fanout
 from chat.models import Message, Room
 from chat.presence import get_presence
 from chat.ratelimit import get_send_buckets
@@ -66,7 +65,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.resume: dict[str, ResumePoint] = {}
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
-        self.fanout = get_fanout()
         # Moderation reaches all of a user's sockets, in every process, here.
         await self._subscribe(events.user_group(user.pk))
         await self.accept()
@@ -121,9 +119,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if len(self.rooms) >= settings.MAX_ROOMS_PER_SOCKET:
                 raise TooManyRooms(f"At most {settings.MAX_ROOMS_PER_SOCKET} rooms per connection.")
             room = await _room_enter(self.user, command.room)
-            # Subscribed before reading history, so that nothing posted in
+            # Into the group before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
-            await self.fanout.join(room.id, self)
+            await self._subscribe(events.room_group(room.id))
             self.rooms[room.slug] = room
             messages = await _room_messages(room, command.since)
             joined = await self.presence.add(room.id, self.username, self.channel_name)
@@ -186,16 +184,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- events from the channel layer --------------------------------------------------
 
-    async def room_event(self, event: dict) -> None:
-        """A room event, handed over by this process's fan-out (chat.fanout)."""
+    async def room_frame(self, event: dict) -> None:
         if event.get("exclude") != self.channel_name:
             await self.send_text(event["text"])
             if "id" in event:
                 self.resume.setdefault(event["room"], ResumePoint()).live(event["id"])
 
-    async def catch_up(self) -> None:
-        """Send, from the database, what the channel layer dropped (chat.fanout)."""
+    async def layer_recovered(self, event: dict) -> None:
+        """Redis was away: subscribe again, and send what the layer dropped meanwhile."""
+        await self._subscribe(events.user_group(self.user.pk))
         for slug, room in list(self.rooms.items()):
+            await self._subscribe(events.room_group(room.id))
             resume = self.resume.setdefault(slug, ResumePoint())
             while True:
                 missed = await _room_messages(room, resume.since())
@@ -205,10 +204,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     resume.confirm_through(missed[-1].id)
                 if len(missed) < selectors.CATCH_UP_PAGE_SIZE:
                     break
-
-    async def layer_recovered(self, event: dict) -> None:
-        """Redis was away: this socket's own group may be gone with it."""
-        await self._subscribe(events.user_group(self.user.pk))
 
     async def user_removed(self, event: dict) -> None:
         """Banned or removed from a room: leave it at once, and say why."""
@@ -239,7 +234,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
         self.resume.pop(room.slug, None)
-        await self.fanout.leave(room.id, self)
+        try:
+            await self.channel_layer.group_discard(events.room_group(room.id), self.channel_name)
+        except events.LAYER_ERRORS:
+            logger.warning("could not unsubscribe from room %s", room.id, exc_info=True)
         if await self.presence.remove(room.id, self.username, self.channel_name):
             await events.aroom_broadcast(
                 room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)
