@@ -43,6 +43,10 @@ async def test_the_budget_is_per_user_across_sockets(
             await client.join(room.slug)
         for i, tab in enumerate([tab1, tab2, tab1]):
             await tab.post(room.slug, f"m{i}", f"c-{i}")
+            # One at a time: two sockets' sends may otherwise be served in
+            # either order, and the refused one would not be "fourth".
+            while (await tab.receive_until("message"))["client_id"] != f"c-{i}":
+                pass
         await tab2.post(room.slug, "fourth", "c-3")
         assert (await tab2.receive_until("error"))["code"] == "rate_limited"
         # Someone else is not slowed down by alice's flood.
