@@ -1,93 +1,39 @@
 """`make bench`: the project and the two peers under the same load, side by side.
 
-Starts, in one run on this machine:
+Starts the project as in production and the peers seed_fastapi and bare_ws
+(servers.py), drives every scenario of issue 10 against each in turn
+(project, seed_fastapi, bare_ws, project, ...) with ../shared/bench/loadgen.py
+through loadgen_ext.py, repeated, then the history API (history.py) and a
+py-spy profile, and writes bench/results/<date>.{jsonl,json,md} (output.py,
+report.py). The method and every BENCH_* setting: docs/performance.md.
 
-- the project as in production: DEBUG off, random secrets, PostgreSQL
-  (database `chat_bench`, created and migrated here), the Redis channel layer
-  (db 14, prefix `bench`), collectstatic, Daphne from the project's .venv with
-  a listen backlog of 2048; a second Daphne on the same database and Redis for
-  the scale-out scenario;
-- `../shared/peers/seed_fastapi` (uvicorn, Redis db 15) and
-  `../shared/peers/bare_ws`, each from its own folder and venv;
-
-then drives every scenario with `../shared/bench/loadgen.py` against each
-server in turn (project, seed_fastapi, bare_ws, project, ...), repeated, and
-writes `bench/results/<date>.jsonl` (one loadgen line per run, as it goes),
-`<date>.json` (everything, with medians and ratios) and `<date>.md` (tables).
-Finally the history API script (`bench/history.py`) and a py-spy profile.
-
-Configuration (environment):
-  BENCH_QUICK=1        one repetition of a reduced set, short windows: a smoke test
-                       (results go to <date>-quick.*)
-  BENCH_REPEATS=N      repetitions (default 3; 1 when quick)
-  BENCH_DURATION=S     measured seconds per run or sweep step (default 5; 2 quick)
-  BENCH_WARMUP=S       unmeasured seconds before each window (default 1)
-  BENCH_DRAIN=S        seconds to wait for stragglers (default 3; 2 quick)
-  BENCH_SWEEP_FACTOR=F rate step of the sweep (default 1.5; 2 quick)
-  BENCH_SCENARIOS=a,b  only these scenarios (keys below; `history`, `profile` too)
-  BENCH_SERVERS=a,b    only these servers (project, seed_fastapi, bare_ws)
-  BENCH_PROFILE=0|1    py-spy profile of the project at the end (default 1; 0 quick)
-  BENCH_RESET_DB=1     drop and recreate the bench database first
-  (`run.py --render bench/results/<date>.json` redoes a run's tables from its JSON.)
-  BENCH_PROJECT_REF=R  serve commit R (e.g. HEAD) from a snapshot (git archive into
-                       bench/.snapshots/) instead of the work tree, which others may be
-                       editing during a run; the project's .venv is used either way
+    make bench                      # the full run
+    BENCH_QUICK=1 make bench        # a smoke run
+    .venv/bin/python bench/run.py --render bench/results/<date>.json   # redo the tables
 """
 
 import contextlib
 import datetime
-import hashlib
-import io
+import fcntl
 import json
 import os
-import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import output
 import procs
 import profile_summary
 import report
+import servers
+from servers import BENCH, LOGS, RESULTS, ROOT, SHARED, VENV_BIN, VENVS, Server
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-VENV_BIN = ROOT / ".venv" / "bin"  # the project's venv, made by `make`
-# The project tree whose code the servers run: this work tree, or a snapshot of
-# a commit (BENCH_PROJECT_REF), see project_tree().
-PROJECT = ROOT
-SHARED = ROOT.parent / "shared"
-VENVS = BENCH / ".venvs"
-LOGS = BENCH / "logs"
-RESULTS = BENCH / "results"
-
-DB_NAME = "chat_bench"
-PG = ["-h", "127.0.0.1", "-U", "postgres"]
-DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-PROJECT_REDIS_DB = 14
-# The last line of a logged traceback: "package.module.SomeError: text".
-EXCEPTION_LINE = re.compile(
-    r"^((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Exceeded)):", re.M
-)
 PROFILE_DELAY = 8  # seconds for loadgen's setup (100 users and sockets) before py-spy attaches
 PROFILE_SECONDS = 10
-PEER_REDIS_DB = 15
-
-# Extra environment for the project's servers (and history.py), on top of the
-# production settings above. The load generator registers thousands of users
-# from one address and sends as fast as it can: rate limits meant for people
-# must not be what the bench measures, so they are set out of reach here.
-SERVER_EXTRA_ENV = {
-    "THROTTLE_AUTH": "1000000/minute",
-    "THROTTLE_SEND": "1000000/minute",
-}
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -139,7 +85,7 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
     big = 300 if q else 1000
     # Sweeps start near 1,000 offered deliveries/s (400 for 10 x 20 at 20 msg/s),
     # low enough that the project gets a figure in every room size.
-    servers = [s for s in ("project", "seed_fastapi", "bare_ws") if s in cfg.servers]
+    names = [s for s in ("project", "seed_fastapi", "bare_ws") if s in cfg.servers]
     every = [
         {
             "key": "room100",
@@ -167,6 +113,10 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
             "members": big,
             "senders": 10,
             "start_rate": round(1000 / big, 2),
+            # At ~1 msg/s a 3 s window holds a handful of messages, and loadgen
+            # starts its CPU clock at the first send inside the window: a late
+            # first send shrinks that clock and a short burst reads as >70%.
+            "min_duration": 0 if q else 6,
         },
         {
             "key": "idle",
@@ -195,235 +145,12 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
     ]
     chosen = []
     for s in every:
-        s.setdefault("servers", servers)
+        s.setdefault("servers", names)
         if s["kind"] == "scale" and "project" not in cfg.servers:
             continue
         if not filtered or cfg.wants(s["key"]) or cfg.wants(s["kind"]):
             chosen.append(s)
     return chosen
-
-
-# --- servers ----------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    cmd: list
-    cwd: Path
-    env: dict
-    port: int
-    process: subprocess.Popen | None = None
-    restarts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def start(self) -> None:
-        self.process = procs.spawn(
-            self.cmd, cwd=self.cwd, env=self.env, log=LOGS / f"{self.name}.log"
-        )
-        procs.wait_http(self.port, self.process)
-
-    def restart(self) -> None:
-        if self.process is not None:
-            procs.stop(self.process)
-        self.start()
-
-    def log_offset(self) -> int:
-        log = LOGS / f"{self.name}.log"
-        return log.stat().st_size if log.exists() else 0
-
-    def errors_since(self, offset: int) -> dict:
-        """Tracebacks the server logged since `offset`, by exception type."""
-        log = LOGS / f"{self.name}.log"
-        with open(log, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-        types: dict[str, int] = {}
-        for match in EXCEPTION_LINE.finditer(text):
-            types[match[1]] = types.get(match[1], 0) + 1
-        return {"tracebacks": text.count("Traceback (most recent call last)"), "types": types}
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def ensure_alive(self) -> str | None:
-        """None if serving; restarts a dead server once and says so."""
-        if self.alive():
-            return None
-        code = self.process.returncode if self.process else None
-        if self.restarts >= 1:
-            return f"{self.name} is not running (exit code {code})"
-        self.restarts += 1
-        self.start()
-        return None
-
-
-def run_checked(cmd: list, *, env: dict | None = None, timeout: float = 600) -> str:
-    returncode, problem, out = procs.run_captured(
-        cmd, cwd=PROJECT, env=env or dict(os.environ), timeout=timeout, log=LOGS / "setup.log"
-    )
-    if problem or returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(map(str, cmd))}: {problem or f'exit {returncode}'}"
-            " (see bench/logs/setup.log)"
-        )
-    return out
-
-
-def check_services() -> None:
-    try:
-        run_checked(["pg_isready", "-q", *PG], timeout=10)
-        run_checked(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], timeout=10)
-    except (RuntimeError, FileNotFoundError) as exc:
-        sys.exit(
-            f"bench: PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 must be up ({exc}). "
-            "`.ci/run` shows how to start them."
-        )
-
-
-def project_tree() -> Path:
-    """The tree to serve: this work tree, or with BENCH_PROJECT_REF=<commit> a
-    snapshot of that commit (`git archive`, extracted under bench/.snapshots/),
-    so that a long run measures one version while others edit the work tree."""
-    ref = os.environ.get("BENCH_PROJECT_REF", "")
-    if not ref:
-        return ROOT
-    sha = run_checked(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"]).strip()
-    dest = BENCH / ".snapshots" / sha[:12]
-    if not (dest / "manage.py").exists():
-        archive = subprocess.run(  # noqa: S603
-            ["git", "archive", sha],  # noqa: S607
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        tmp.replace(dest)
-    return dest
-
-
-def project_env() -> dict:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "JWT_SIGNING_KEY": secrets.token_urlsafe(50),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SECURE_SSL_REDIRECT": "0",
-            "DATABASE_URL": DATABASE_URL,
-            "REDIS_URL": f"redis://127.0.0.1:6379/{PROJECT_REDIS_DB}",
-            "REDIS_PREFIX": "bench",
-            # Production settings with a cheap password hash (see bench/settings.py).
-            "DJANGO_SETTINGS_MODULE": "bench.settings",
-            # The project first; `bench` (a namespace package) from either tree.
-            "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(PROJECT), str(ROOT)])),
-            "BENCH_PROJECT_DIR": str(PROJECT),
-        }
-    )
-    env.update(SERVER_EXTRA_ENV)
-    return env
-
-
-def prepare_project(cfg: Config, env: dict) -> None:
-    exists = run_checked(
-        ["psql", *PG, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"]  # noqa: S608
-    )
-    if exists.strip() and cfg.reset_db:
-        run_checked(["dropdb", *PG, "--force", DB_NAME])
-        exists = ""
-    if not exists.strip():
-        run_checked(["createdb", *PG, DB_NAME])
-    for db in (PROJECT_REDIS_DB, PEER_REDIS_DB):  # the bench's own Redis databases
-        run_checked(["redis-cli", "-h", "127.0.0.1", "-n", str(db), "FLUSHDB"])
-    python = VENV_BIN / "python"
-    run_checked([python, "manage.py", "migrate", "--noinput"], env=env)
-    run_checked([python, "manage.py", "collectstatic", "--noinput"], env=env)
-
-
-def daphne(name: str, env: dict) -> Server:
-    port = procs.free_port()
-    server_env = dict(env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}")
-    cmd = [
-        VENV_BIN / "daphne",
-        "-e",
-        f"tcp:port={port}:interface=127.0.0.1:backlog=2048",
-        "chatsite.asgi:application",
-    ]
-    return Server(name, cmd, PROJECT, server_env, port)
-
-
-def peers(cfg: Config) -> list[Server]:
-    out = []
-    if "seed_fastapi" in cfg.servers:
-        folder = SHARED / "peers" / "seed_fastapi"
-        venv = VENVS / "seed_fastapi"
-        procs.ensure_venv(venv, [folder / "requirements.txt"], LOGS / "venvs.log")
-        port = procs.free_port()
-        env = dict(os.environ, PEER_REDIS_URL=f"redis://127.0.0.1:6379/{PEER_REDIS_DB}")
-        cmd = [venv / "bin" / "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
-        out.append(Server("seed_fastapi", cmd, folder, env, port))
-    if "bare_ws" in cfg.servers:
-        folder = SHARED / "peers" / "bare_ws"
-        venv = VENVS / "bare_ws"
-        procs.ensure_venv(venv, [folder / "requirements.txt"], LOGS / "venvs.log")
-        port = procs.free_port()
-        cmd = [venv / "bin" / "python", "server.py", "--host", "127.0.0.1", "--port", str(port)]
-        out.append(Server("bare_ws", cmd, folder, dict(os.environ), port))
-    return out
-
-
-def http_json(
-    method: str, url: str, body: dict | None = None, token: str | None = None
-) -> tuple[int, str]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - loopback
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-
-
-def room_api_works(server: Server) -> tuple[bool, str]:
-    """Whether POST /api/rooms/ answers as loadgen needs (200/201/400/409)."""
-    creds = {"username": f"benchprobe{secrets.token_hex(4)}", "password": "bench-pass-1"}
-    status, text = http_json("POST", f"{server.url}/api/auth/register/", creds)
-    if status not in (200, 201):
-        return False, f"register: HTTP {status} {text[:200]}"
-    status, text = http_json("POST", f"{server.url}/api/auth/token/", creds)
-    if status != 200:
-        return False, f"token: HTTP {status} {text[:200]}"
-    token = json.loads(text)["access"]
-    status, text = http_json(
-        "POST", f"{server.url}/api/rooms/", {"name": "bench-probe", "slug": "bench-probe"}, token
-    )
-    return status in (200, 201, 400, 409), f"POST /api/rooms/: HTTP {status}"
-
-
-def precreate_rooms(env: dict, slugs: list[str]) -> None:
-    code = (
-        "from chat.models import Room\n"
-        f"for slug in {slugs!r}:\n"
-        "    Room.objects.get_or_create(slug=slug, defaults={'name': slug})\n"
-    )
-    run_checked([VENV_BIN / "python", "manage.py", "shell", "-c", code], env=env)
-
-
-# --- one loadgen run ------------------------------------------------------------------
 
 
 class Bench:
@@ -462,7 +189,8 @@ class Bench:
         shape = ["--rooms", scenario["rooms"], "--members", scenario["members"]]
         shape += ["--senders", scenario["senders"], "--room-prefix", prefix or scenario["key"]]
         if kind == "sweep":
-            window = ["--duration", cfg.duration, "--warmup", cfg.warmup, "--drain", cfg.drain]
+            duration = max(cfg.duration, scenario.get("min_duration", 0))
+            window = ["--duration", duration, "--warmup", cfg.warmup, "--drain", cfg.drain]
             sweep = [
                 "--sweep",
                 "--rate",
@@ -508,7 +236,7 @@ class Bench:
                 return self.keep(record)
         prefix = self.room_prefix(scenario, rep, kind)
         if target in self.no_room_create and "rooms" in scenario:
-            precreate_rooms(self.env, [f"{prefix}-{i}" for i in range(scenario["rooms"])])
+            servers.precreate_rooms(self.env, [f"{prefix}-{i}" for i in range(scenario["rooms"])])
         cmd = self.command(target, self.loadgen_args(scenario, kind, rate, prefix))
         offsets = [server.log_offset() for server in spec["servers"]]
         record["cmd"] = " ".join(str(c) for c in cmd)
@@ -628,9 +356,6 @@ def headline(record: dict) -> str:
     )
 
 
-# --- history and profile -----------------------------------------------------------------
-
-
 def run_history(bench: Bench, env: dict) -> dict:
     server = bench.servers["project"]
     out = RESULTS / f"{bench.stem}-history.json.tmp"
@@ -649,7 +374,7 @@ def run_history(bench: Bench, env: dict) -> dict:
     ]
     print("bench: history API at 1,000,000 messages", flush=True)
     returncode, problem, stdout = procs.run_captured(
-        cmd, cwd=PROJECT, env=env, timeout=1800, log=LOGS / "history.log"
+        cmd, cwd=servers.PROJECT, env=env, timeout=1800, log=LOGS / "history.log"
     )
     print(stdout, end="", flush=True)
     if returncode != 0 or not out.exists():
@@ -694,7 +419,7 @@ def run_profile(bench: Bench, scenario: dict) -> dict:
         )
         prefix = bench.room_prefix(scenario, -1, fmt_name)
         if "project" in bench.no_room_create:
-            precreate_rooms(bench.env, [f"{prefix}-{i}" for i in range(scenario["rooms"])])
+            servers.precreate_rooms(bench.env, [f"{prefix}-{i}" for i in range(scenario["rooms"])])
         duration = PROFILE_DELAY + PROFILE_SECONDS + 5
         args = bench.loadgen_args(scenario, "fixed", rate, prefix, duration)
         log = LOGS / f"profile-loadgen-{fmt_name}.log"
@@ -741,11 +466,29 @@ def run_profile(bench: Bench, scenario: dict) -> dict:
     return result
 
 
-# --- main ---------------------------------------------------------------------------------
+def take_lock():
+    """One bench at a time on a machine: a second run would share the database,
+    the Redis databases, the log folder and the two cores with the first, and
+    both sets of figures would be wrong. Returns the open lock file (keep it)."""
+    lock = open(BENCH / ".bench.lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        sys.exit(f"bench: another `make bench` is running ({holder}); wait for it to finish.")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(
+        f"pid {os.getpid()}, started {datetime.datetime.now().isoformat(timespec='seconds')}"
+    )
+    lock.flush()
+    return lock
 
 
 def main() -> None:
     cfg = Config()
+    lock = take_lock()  # noqa: F841 - released when the process ends
     today = datetime.date.today().isoformat()
     # A partial run (BENCH_SCENARIOS, BENCH_SERVERS) never overwrites a full one.
     stem = "-".join([today, *(["quick"] if cfg.quick else []), *cfg.only])
@@ -764,8 +507,8 @@ def main() -> None:
         "quick": cfg.quick,
         "config": {k: v for k, v in vars(cfg).items()},
         "nproc": os.cpu_count(),
-        "git": git_info(),
-        "server_extra_env": SERVER_EXTRA_ENV,
+        "git": output.git_info(),
+        "server_extra_env": servers.SERVER_EXTRA_ENV,
         "scenarios": chosen,
     }
     print(
@@ -776,19 +519,18 @@ def main() -> None:
     )
     history = profile = None
     interrupted = None
-    global PROJECT
     try:
-        check_services()
-        PROJECT = project_tree()
-        meta["project_tree"] = str(PROJECT.relative_to(ROOT)) if PROJECT != ROOT else "."
+        servers.check_services()
+        tree = servers.use_project_tree()
+        meta["project_tree"] = str(tree.relative_to(ROOT)) if tree != ROOT else "."
         meta["project_ref"] = os.environ.get("BENCH_PROJECT_REF") or None
         bench.loadgen_python = procs.ensure_venv(
             VENVS / "loadgen", [SHARED / "bench" / "requirements.txt"], LOGS / "venvs.log"
         )
-        env = bench.env = project_env()
+        env = bench.env = servers.project_env()
         if "project" in cfg.servers:
             start_project(bench, cfg, env, chosen)
-        for server in peers(cfg) if chosen else []:
+        for server in servers.peers(cfg.servers) if chosen else []:
             server.start()
             bench.servers[server.name] = server
             bench.targets[server.name] = {"urls": [server.url], "servers": [server]}
@@ -796,7 +538,7 @@ def main() -> None:
             name: {"cmd": " ".join(map(str, s.cmd)), "port": s.port, "pid": s.pid}
             for name, s in bench.servers.items()
         }
-        meta["versions"] = versions()
+        meta["versions"] = output.versions()
         for rep in range(cfg.repeats):
             for scenario in chosen:
                 bench.run_scenario(scenario, rep)
@@ -815,25 +557,25 @@ def main() -> None:
         procs.stop_all()
         meta["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         meta["interrupted"] = interrupted
-        write_results(bench, meta, chosen, history, profile)
+        output.write_results(bench, meta, chosen, history, profile)
     if interrupted:
         sys.exit(1)
 
 
 def start_project(bench: Bench, cfg: Config, env: dict, chosen: list[dict]) -> None:
     print("bench: preparing the project (database chat_bench, migrate, collectstatic)", flush=True)
-    prepare_project(cfg, env)
-    a = daphne("project", env)
+    servers.prepare_project(cfg.reset_db, env)
+    a = servers.daphne("project", env)
     a.start()
     bench.servers["project"] = a
     bench.targets["project"] = {"urls": [a.url], "servers": [a]}
     if any(s["kind"] == "scale" for s in chosen):
-        b = daphne("project_b", env)
+        b = servers.daphne("project_b", env)
         b.start()
         bench.servers["project_b"] = b
         bench.targets["project_1proc"] = {"urls": [a.url], "servers": [a]}
         bench.targets["project_2proc"] = {"urls": [a.url, b.url], "servers": [a, b]}
-    works, detail = room_api_works(a)
+    works, detail = servers.room_api_works(a)
     if not works:
         # loadgen stops on anything but 200/201/400/409 from POST /api/rooms/:
         # make the rooms in the database and tell the wrapper not to ask.
@@ -845,141 +587,6 @@ def start_project(bench: Bench, cfg: Config, env: dict, chosen: list[dict]) -> N
         print(f"bench: {bench.notes[-1]}", flush=True)
 
 
-def git_info() -> dict:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(  # noqa: S603
-                ["git", *args],  # noqa: S607
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            return done.stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        # The working tree changes under a long run when others edit it: this
-        # tells two runs of the same commit apart.
-        "diff_sha256": hashlib.sha256(git("diff", "HEAD").encode()).hexdigest()[:12],
-        "uncommitted_files": len(
-            [line for line in git("status", "--porcelain").splitlines() if line]
-        ),
-    }
-
-
-def versions() -> dict:
-    wanted = {
-        "django",
-        "channels",
-        "channels-redis",
-        "daphne",
-        "twisted",
-        "autobahn",
-        "djangorestframework",
-    }
-    out = {}
-    for req in [
-        ROOT / "requirements.txt",
-        *(SHARED / "peers").glob("*/requirements.txt"),
-        SHARED / "bench" / "requirements.txt",
-    ]:
-        for line in req.read_text().splitlines():
-            name, _, version = line.partition("==")
-            if version and (req.parent.name != "main" or name.lower() in wanted):
-                out.setdefault(req.parent.name if req.parent != ROOT else "project", {})[name] = (
-                    version
-                )
-    return out
-
-
-def write_results(
-    bench: Bench, meta: dict, chosen: list[dict], history: dict | None, profile: dict | None
-) -> None:
-    summary = report.summarize(bench.records, chosen)
-    data = {
-        **meta,
-        "notes": bench.notes,
-        "summary": summary,
-        "history": history,
-        "profile": profile,
-        "runs": bench.records,
-    }
-    json_path = RESULTS / f"{bench.stem}.json"
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(json_path)
-    md = render_markdown(meta, summary, history, profile, bench.notes)
-    md_path = RESULTS / f"{bench.stem}.md"
-    md_path.write_text(md)
-    print(
-        f"\nbench: wrote {json_path.relative_to(ROOT)}, {md_path.relative_to(ROOT)}, "
-        f"{bench.jsonl.relative_to(ROOT)}\n",
-        flush=True,
-    )
-    print(md, flush=True)
-
-
-def project_line(meta: dict) -> str:
-    if meta.get("project_ref"):
-        tree = meta.get("project_tree", "")
-        return f"Project: `{meta['project_ref']}` = commit {tree.rsplit('/', 1)[-1]} (a snapshot)"
-    git = meta["git"]
-    return (
-        f"Project: the work tree at commit {git.get('commit')} with"
-        f" {git.get('uncommitted_files')} uncommitted files (diff {git.get('diff_sha256')})"
-    )
-
-
-def render_markdown(
-    meta: dict, summary: dict, history: dict | None, profile: dict | None, notes: list
-) -> str:
-    cfg = meta["config"]
-    lines = [
-        f"# Bench results {meta['date']}{' (quick smoke run)' if meta['quick'] else ''}",
-        "",
-        f"{project_line(meta)};"
-        f" {meta.get('nproc')} cores; {meta['started']} to {meta.get('finished')}."
-        f" {cfg['repeats']} repetition(s), interleaved; windows of {cfg['duration']:g} s"
-        f" after {cfg['warmup']:g} s warm-up; sweep factor {cfg['sweep_factor']:g}."
-        " Method: docs/performance.md.",
-        "",
-        "Each cell is the median over the repetitions that count (`(k/n)` when some did not);"
-        " ratios are medians of the per-repetition ratios. `≥` marks a sweep that stopped"
-        " because the load generator ran out of CPU, not the server; `<X` a sweep that failed"
-        " its first step, at X (the p99 100 ms / no-loss bound). Fixed-rate runs are at"
-        " half of each server's own max sustained rate (the scale-out pair both at half of one"
-        " process's). Server CPU is the Daphne/uvicorn/bare process only, not PostgreSQL or"
-        " Redis.",
-        "",
-    ]
-    if meta.get("interrupted"):
-        lines += [f"**This run did not finish: {meta['interrupted']}.**", ""]
-    lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
-    lines.append(report.markdown_tables(summary))
-    lines.append(report.history_table(history))
-    if profile:
-        lines.append(profile_summary.markdown(profile))
-    return "\n".join(lines)
-
-
-def rerender(path: Path) -> None:
-    """Recompute the summary and the markdown of a results JSON (after a report change)."""
-    data = json.loads(path.read_text())
-    data["summary"] = report.summarize(data["runs"], data["scenarios"])
-    profile = data.get("profile")
-    raw_name = (profile or {}).get("files", {}).get("raw")
-    raw = ROOT / raw_name if raw_name else None
-    if profile and raw and raw.is_file():
-        profile["summary"] = profile_summary.summarize(raw)
-    path.write_text(json.dumps(data, indent=1, default=str))
-    md = render_markdown(data, data["summary"], data.get("history"), profile, data.get("notes", []))
-    path.with_suffix(".md").write_text(md)
-    print(f"bench: rewrote {path} and {path.with_suffix('.md')}")
-
-
 def on_signal(signum, _frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -988,6 +595,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     if sys.argv[1:2] == ["--render"]:
-        rerender(Path(sys.argv[2]))
+        output.rerender(Path(sys.argv[2]))
     else:
         main()
