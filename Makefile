@@ -51,7 +51,7 @@ system-deps:
 chaos: $(VENV)/.dev
 	DEBUG=1 DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
 		CHAOS_CLIENTS=$${CHAOS_CLIENTS:-40} CHAOS_SECONDS=$${CHAOS_SECONDS:-60} \
-		$(BIN)/pytest tests/test_chaos.py -s -p no:cacheprovider
+		$(BIN)/pytest tests/test_chaos.py -m chaos -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
@@ -71,7 +71,7 @@ bench-history: $(VENV)/.runtime
 	BENCH_SCENARIOS=history BENCH_PROFILE=0 $(BIN)/python bench/run.py
 
 bench-clean:
-	rm -rf bench/.venvs bench/logs
+	rm -rf bench/.venvs bench/logs bench/.snapshots
 
 # --- Production topology (issue 8; docs/deploy.md) ----------------------------------
 # stack: nginx in front of two Daphne processes on loopback with production settings,
