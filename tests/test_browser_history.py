@@ -7,7 +7,8 @@ REST history API until the beginning of the conversation, each message once.
 import pytest
 
 from chat.models import Room
-from tests.factories import PASSWORD, make_messages, make_user
+from tests.browser import log_in_and_open_general
+from tests.factories import make_messages, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -25,20 +26,6 @@ def long_history(server):
     room, _ = Room.objects.get_or_create(slug="general", defaults={"name": "General"})
     make_messages(room, user, MESSAGE_COUNT)
     return user
-
-
-def log_in_and_open_general(browser, base_url: str, username: str):
-    page = browser.new_context().new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
-    page.goto(f"{base_url}/rooms/general/")
-    page.wait_for_selector("#status.status--live")
-    return page, errors
 
 
 def scroll_to_top(page) -> None:

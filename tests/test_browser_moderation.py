@@ -16,8 +16,9 @@ from playwright.sync_api import expect
 
 from chat import moderation
 from chat.models import Room
+from tests.browser import log_in_and_open_general
 from tests.conftest import need_redis
-from tests.factories import PASSWORD, make_user
+from tests.factories import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -56,20 +57,6 @@ def outside_playwright(work: Callable[[], T]) -> T:
 def set_general_locked(staff: AbstractBaseUser, locked: bool) -> None:
     room = Room.objects.get(slug="general")
     moderation.room_set_locked(actor=staff, room=room, locked=locked)
-
-
-def log_in_and_open_general(browser, server: str, username: str):
-    page = browser.new_context().new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{server}/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server}/")
-    page.goto(f"{server}/rooms/general/")
-    page.wait_for_selector("#status.status--live")
-    return page, errors
 
 
 def send(page, text: str) -> None:
