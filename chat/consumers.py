@@ -74,12 +74,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not hasattr(self, "rooms"):
             return  # refused before accept
         self.heartbeat.cancel()
-        try:
-            await self.channel_layer.group_discard(
-                events.user_group(self.user.pk), self.channel_name
-            )
-        except events.LAYER_ERRORS:
-            logger.warning("could not unsubscribe from the user group", exc_info=True)
+        await self._unsubscribe(events.user_group(self.user.pk))
         for room in list(self.rooms.values()):
             await self._leave(room)
 
@@ -231,13 +226,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Redis is away: the layer tells us when it is back (layer_recovered).
             logger.warning("could not subscribe to %s", group, exc_info=True)
 
+    async def _unsubscribe(self, group: str) -> None:
+        try:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        except events.LAYER_ERRORS:
+            logger.warning("could not unsubscribe from %s", group, exc_info=True)
+
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
         self.resume.pop(room.slug, None)
-        try:
-            await self.channel_layer.group_discard(events.room_group(room.id), self.channel_name)
-        except events.LAYER_ERRORS:
-            logger.warning("could not unsubscribe from room %s", room.id, exc_info=True)
+        await self._unsubscribe(events.room_group(room.id))
         if await self.presence.remove(room.id, self.username, self.channel_name):
             await events.aroom_broadcast(
                 room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)

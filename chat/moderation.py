@@ -100,9 +100,12 @@ def message_unhide(*, actor: AbstractBaseUser, message: Message, reason: str = "
     )
 
 
-def message_delete(*, user: AbstractBaseUser, room: Room, message_id: int) -> None:
+def message_delete(
+    *, user: AbstractBaseUser, room: Room, message_id: int, reason: str = ""
+) -> None:
     """The socket's and API's `delete`: hide one visible message of the room."""
-    message_hide(actor=user, message=selectors.message_get(room=room, message_id=message_id))
+    message = selectors.message_get(room=room, message_id=message_id)
+    message_hide(actor=user, message=message, reason=reason)
 
 
 # --- people ---------------------------------------------------------------------------------

@@ -51,9 +51,8 @@ class RoomListView(APIView):
         summary="Create a room (the creator becomes its owner)",
     )
     def post(self, request: Request) -> Response:
-        serializer = RoomCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        room = services.room_create(user=request.user, **serializer.validated_data)
+        data = _parsed(RoomCreateSerializer, request)
+        room = services.room_create(user=request.user, **data)
         return _room_response(request, room.slug, status.HTTP_201_CREATED)
 
 
@@ -67,9 +66,8 @@ class RoomDetailView(APIView):
     )
     def patch(self, request: Request, slug: str) -> Response:
         room = _visible_room(request, slug)
-        serializer = RoomUpdateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        services.room_update(user=request.user, room=room, **serializer.validated_data)
+        data = _parsed(RoomUpdateSerializer, request)
+        services.room_update(user=request.user, room=room, **data)
         return _room_response(request, slug)
 
     @extend_schema(responses={204: None}, summary="Delete a room and its messages (owner)")
@@ -105,15 +103,9 @@ class MemberListView(APIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         room = _visible_room(request, slug)
-        serializer = MemberAddSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        membership, created = services.member_add(
-            actor=request.user, room=room, **serializer.validated_data
-        )
-        return Response(
-            MemberSerializer(membership).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        data = _parsed(MemberAddSerializer, request)
+        membership, created = services.member_add(actor=request.user, room=room, **data)
+        return _created_or_found(MemberSerializer(membership).data, created)
 
 
 class MemberDetailView(APIView):
@@ -141,13 +133,12 @@ class MessageListView(GenericAPIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         room = _visible_room(request, slug)
-        query = HistoryQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        query = _parsed(HistoryQuerySerializer, request, request.query_params)
         messages = selectors.message_queryset(room=room)
-        if "before" in query.validated_data:
-            messages = messages.filter(id__lt=query.validated_data["before"])
-        if "after" in query.validated_data:
-            messages = messages.filter(id__gt=query.validated_data["after"])
+        if "before" in query:
+            messages = messages.filter(id__lt=query["before"])
+        if "after" in query:
+            messages = messages.filter(id__gt=query["after"])
         page = self.paginate_queryset(messages)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
@@ -158,15 +149,9 @@ class MessageListView(GenericAPIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         room = _visible_room(request, slug)
-        serializer = MessageCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        message, created = services.message_post(
-            user=request.user, room=room, **serializer.validated_data
-        )
-        return Response(
-            MessageSerializer(message).data,
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        data = _parsed(MessageCreateSerializer, request)
+        message, created = services.message_post(user=request.user, room=room, **data)
+        return _created_or_found(MessageSerializer(message).data, created)
 
 
 class MessageDetailView(APIView):
@@ -176,10 +161,12 @@ class MessageDetailView(APIView):
         summary="Delete a message (its author) or hide it (moderators)",
     )
     def delete(self, request: Request, slug: str, message_id: int) -> Response:
-        room = _visible_room(request, slug)
-        message = selectors.message_get(room=room, message_id=message_id)
-        reason = _parsed(ReasonSerializer, request)["reason"]
-        moderation.message_hide(actor=request.user, message=message, reason=reason)
+        moderation.message_delete(
+            user=request.user,
+            room=_visible_room(request, slug),
+            message_id=message_id,
+            **_parsed(ReasonSerializer, request),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -232,7 +219,13 @@ class MemberBanView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _parsed(serializer_class, request: Request) -> dict:
-    serializer = serializer_class(data=request.data)
+def _parsed(serializer_class, request: Request, data=None) -> dict:
+    """The request body (or `data`) validated by `serializer_class`; 400 if invalid."""
+    serializer = serializer_class(data=request.data if data is None else data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _created_or_found(data: dict, created: bool) -> Response:
+    """201 for a new resource, 200 for the one that already existed (idempotent POSTs)."""
+    return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
