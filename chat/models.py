@@ -85,7 +85,15 @@ class Message(models.Model):
                 name="message_unique_user_client_id",
             )
         ]
-        indexes = [models.Index(fields=["room", "id"], name="message_room_id")]
+        indexes = [
+            # Every reader (history pages, catch-up, the page's last 50) walks
+            # one room's visible messages by id; hidden ones stay out of the index.
+            models.Index(
+                fields=["room", "id"],
+                name="message_room_visible_id",
+                condition=Q(hidden_at__isnull=True),
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.user}: {self.body[:50]}"

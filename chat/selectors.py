@@ -23,18 +23,18 @@ def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
     return room_visible_to(user=user).filter(is_archived=False)
 
 
+def _my_membership(user: AbstractBaseUser) -> QuerySet[Membership]:
+    # A banned member is an outsider: a private room vanishes for them.
+    return Membership.objects.filter(user=user, is_banned=False)
+
+
 def room_visible_to(*, user: AbstractBaseUser) -> QuerySet[Room]:
     """Public rooms and the private rooms the user belongs to, with
     `member_count` and `my_role` (None when not a member)."""
-    # A banned member is an outsider: a private room vanishes for them.
-    mine = Membership.objects.filter(room=OuterRef("pk"), user=user, is_banned=False)
-    return (
-        Room.objects.annotate(is_mine=Exists(mine))
-        .filter(Q(is_private=False) | Q(is_mine=True))
-        .annotate(
-            member_count=Count("memberships"),
-            my_role=Subquery(mine.values("role")[:1]),
-        )
+    mine = _my_membership(user).filter(room=OuterRef("pk"))
+    return Room.objects.filter(Q(is_private=False) | Exists(mine)).annotate(
+        member_count=Count("memberships"),
+        my_role=Subquery(mine.values("role")[:1]),
     )
 
 
@@ -48,6 +48,19 @@ def room_get_visible(*, slug: str, user: AbstractBaseUser) -> Room:
         return room_visible_to(user=user).get(slug=slug)
     except Room.DoesNotExist:
         raise RoomNotFound(f"No room {slug!r}.") from None
+
+
+def room_get_readable(*, slug: str, user: AbstractBaseUser) -> Room:
+    """The room, if `user` may read it (the rule of room_visible_to), unannotated.
+
+    For reading history: counting a large room's members, as room_get_visible
+    does, costs more than the page itself, and two plain lookups cost less
+    than one query with the visibility subquery (measured in bench/history.py).
+    """
+    room = room_get(slug=slug)
+    if room.is_private and not _my_membership(user).filter(room=room).exists():
+        raise RoomNotFound(f"No room {slug!r}.")
+    return room
 
 
 def membership_role(*, user: AbstractBaseUser, room: Room) -> str | None:
@@ -78,7 +91,22 @@ def member_get(*, room: Room, username: str) -> Membership:
 
 def message_queryset(*, room: Room) -> QuerySet[Message]:
     """The room's visible (not hidden) messages with what their payload shows."""
-    return Message.objects.filter(room=room, hidden_at__isnull=True).select_related("room", "user")
+    # Through the related manager, each message's `room` is this instance:
+    # no join on the room for every page.
+    return room.messages.filter(hidden_at__isnull=True).select_related("user")
+
+
+def message_history(
+    *, room: Room, before: int | None = None, after: int | None = None
+) -> QuerySet[Message]:
+    """The room's visible messages below id `before` and above `after`, to be
+    ordered and paged by the caller (the API's cursor pagination)."""
+    messages = message_queryset(room=room)
+    if before is not None:
+        messages = messages.filter(id__lt=before)
+    if after is not None:
+        messages = messages.filter(id__gt=after)
+    return messages
 
 
 def message_get(*, room: Room, message_id: int) -> Message:

@@ -132,13 +132,11 @@ class MessageListView(GenericAPIView):
         summary="Message history, newest first (oldest first with `after`)",
     )
     def get(self, request: Request, slug: str) -> Response:
-        room = _visible_room(request, slug)
+        room = selectors.room_get_readable(slug=slug, user=request.user)
         query = _parsed(HistoryQuerySerializer, request, request.query_params)
-        messages = selectors.message_queryset(room=room)
-        if "before" in query:
-            messages = messages.filter(id__lt=query["before"])
-        if "after" in query:
-            messages = messages.filter(id__gt=query["after"])
+        messages = selectors.message_history(
+            room=room, before=query.get("before"), after=query.get("after")
+        )
         page = self.paginate_queryset(messages)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 

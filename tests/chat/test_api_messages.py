@@ -6,11 +6,12 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from chat.api.throttling import SendRateThrottle
-from chat.models import Message
+from chat.models import Membership, Message
 from tests.api import api_client
-from tests.factories import make_member, make_messages, make_user
+from tests.factories import make_member, make_messages, make_room, make_user
 from tests.ws import connect
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +98,40 @@ def test_a_history_page_costs_the_same_queries_at_any_depth(member, room):
             assert api.get(url).status_code == 200
         counts.append(len(queries))
     assert counts[0] == counts[1] == counts[2]
-    assert counts[0] <= 3  # user, room (with my role), page
+    assert counts[0] <= 3  # user, room, page
+
+
+def test_a_private_room_page_adds_only_the_membership_check(user):
+    secret = make_room("secret", is_private=True)
+    make_member(user, secret)
+    stored = make_messages(secret, user, 300)
+    api = api_client(user)
+    counts = []
+    for url in [
+        f"/api/rooms/{secret.slug}/messages/",
+        f"/api/rooms/{secret.slug}/messages/?before={stored[200].id}",
+    ]:
+        with CaptureQueriesContext(connection) as queries:
+            response = api.get(url)
+        assert response.status_code == 200
+        assert len(response.json()["results"]) == 50
+        counts.append(len(queries))
+    assert counts == [4, 4]  # user, room, membership, page
+
+
+def test_a_banned_member_cannot_read_a_private_rooms_history(user):
+    secret = make_room("secret", is_private=True)
+    Membership.objects.create(user=user, room=secret, is_banned=True)
+    make_messages(secret, user, 3)
+    response = api_client(user).get(f"/api/rooms/{secret.slug}/messages/")
+    assert (response.status_code, response.json()["code"]) == (404, "room_not_found")
+
+
+def test_hidden_messages_are_left_out_of_history_pages(member, room):
+    stored = make_messages(room, member, 5)
+    Message.objects.filter(id=stored[2].id).update(hidden_at=timezone.now())
+    response = api_client(member).get(f"/api/rooms/{room.slug}/messages/")
+    assert [m["id"] for m in response.json()["results"]] == [stored[i].id for i in (4, 3, 1, 0)]
 
 
 def test_send_stores_and_answers_201(member, room):
