@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import events, moderation, protocol, selectors, services
+from chat import events, moderation, observe, protocol, selectors, services
 from chat.exceptions import ChatError, FrameTooLarge, NotJoined, RateLimited, TooManyRooms
 from chat.models import Message, Room
 from chat.presence import get_presence
@@ -53,6 +53,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
+        observe.socket_connecting()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close()  # before accept: the handshake is refused (403)
@@ -68,11 +69,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Moderation reaches all of a user's sockets, in every process, here.
         await self._subscribe(events.user_group(user.pk))
         await self.accept()
+        self.opened_at = observe.socket_opened(user_id=user.pk)
         self.heartbeat = asyncio.create_task(self._heartbeat())
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "rooms"):
             return  # refused before accept
+        observe.socket_closed(user_id=self.user.pk, code=code, opened_at=self.opened_at)
         self.heartbeat.cancel()
         await self._unsubscribe(events.user_group(self.user.pk))
         for room in list(self.rooms.values()):
@@ -88,6 +91,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.commands[type(command)](self, command)
         except ChatError as exc:
             ref = command.ref if command is not None else exc.ref
+            observe.error_sent(exc.code)
             await self.send_frame(protocol.error_frame(exc, ref=ref))
 
     async def send_frame(self, frame: dict) -> None:
@@ -118,6 +122,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # between is missed (the client drops what it sees twice, by id).
             await self._subscribe(events.room_group(room.id))
             self.rooms[room.slug] = room
+            observe.room_joined()
             messages = await _room_messages(room, command.since)
             joined = await self.presence.add(room.id, self.username, self.channel_name)
             online = joined.online
@@ -183,6 +188,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event.get("exclude") != self.channel_name:
             await self.send_text(event["text"])
             if "id" in event:
+                observe.message_delivered(event)
                 self.resume.setdefault(event["room"], ResumePoint()).live(event["id"])
 
     async def layer_recovered(self, event: dict) -> None:
@@ -234,6 +240,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
+        observe.room_left()
         self.resume.pop(room.slug, None)
         await self._unsubscribe(events.room_group(room.id))
         if await self.presence.remove(room.id, self.username, self.channel_name):

@@ -11,6 +11,7 @@ with `since`), which is the delivery guarantee (docs/protocol.md).
 """
 
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
@@ -56,6 +57,7 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
     if frame["type"] == "message":
         # Sockets track the last id the layer brought them, per room.
         event["room"], event["id"] = frame["room"], frame["id"]
+        event["t"] = time.time()  # wall clock: the receiving process may be another
     return await _group_send(room_group(room_id), event)
 
 

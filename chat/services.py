@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from chat import events, protocol
+from chat import events, metrics, protocol
 from chat.audit import Action, audit_record
 from chat.exceptions import (
     Banned,
@@ -210,6 +210,7 @@ def message_post(
             transaction.on_commit(
                 lambda: events.room_broadcast(room.id, frame, exclude=sender_channel)
             )
+            transaction.on_commit(metrics.MESSAGES_STORED.inc)  # nor be counted
     except IntegrityError:
         if client_id is None:
             raise

@@ -4,6 +4,7 @@ Every variable is parsed by a typed helper that fails loudly on bad input, so a
 misconfigured deployment stops at start-up instead of misbehaving later.
 """
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -84,6 +85,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: they time, count and log every request, redirects included,
+    # and give all that is logged meanwhile its request id.
+    "chatsite.requestlog.RequestLogMiddleware",
+    "chatsite.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -292,11 +297,40 @@ if not DEBUG:
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
 
+# --- Metrics (chatsite/metrics.py, docs/operations.md) --------------------------------
+# /metrics answers to these addresses and networks (REMOTE_ADDR), or to
+# `Authorization: Bearer <METRICS_TOKEN>` when a token is set; a 404 when off.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+try:
+    [ipaddress.ip_network(item, strict=False) for item in METRICS_ALLOWED_IPS]
+except ValueError as error:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {error}") from None
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# --- Logs (chatsite/logs.py) ---------------------------------------------------------
+# One JSON object per line in production, for a log collector; plain text
+# under DEBUG, for a person. Each line carries its request or connection id.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "chatsite.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "chatsite.logs.PlainFormatter"},
+        "json": {"()": "chatsite.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # SQL is never logged, whatever LOG_LEVEL says: its parameters hold
+    # password hashes and refresh tokens (the JWT blacklist stores them).
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

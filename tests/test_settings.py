@@ -1,5 +1,6 @@
 """Production settings: secrets come from the environment, and `check --deploy` is clean."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,25 @@ def test_bad_boolean_is_refused_loudly():
     result = manage("check", env={**PRODUCTION_ENV, "DEBUG": "maybe"})
     assert result.returncode != 0
     assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_production_logs_json_lines_and_development_plain_text():
+    script = "import logging; logging.getLogger('chat.test').warning('hello')"
+    production = manage("shell", "-c", script, env=PRODUCTION_ENV)
+    development = manage("shell", "-c", script, env={"PATH": os.environ["PATH"], "DEBUG": "1"})
+    line = json.loads(production.stderr.strip().splitlines()[-1])
+    assert (line["level"], line["logger"], line["msg"]) == ("WARNING", "chat.test", "hello")
+    assert development.stderr.strip().endswith("WARNING chat.test hello")
+
+
+def test_log_format_overrides_the_default():
+    script = "import logging; logging.getLogger('chat.test').warning('hello')"
+    result = manage("shell", "-c", script, env={**PRODUCTION_ENV, "LOG_FORMAT": "plain"})
+    assert result.stderr.strip().endswith("WARNING chat.test hello")
+
+
+def test_bad_log_format_and_metrics_network_are_refused_loudly():
+    bad_format = manage("check", env={**PRODUCTION_ENV, "LOG_FORMAT": "xml"})
+    bad_network = manage("check", env={**PRODUCTION_ENV, "METRICS_ALLOWED_IPS": "10.0.0.0/8,x"})
+    assert "LOG_FORMAT must be json or plain" in bad_format.stderr
+    assert "METRICS_ALLOWED_IPS: 'x' does not appear" in bad_network.stderr

@@ -5,10 +5,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from chat.exceptions import ChatError
+from chat.metrics import ERRORS
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ChatError):
+        ERRORS.labels(exc.code, "api").inc()
         body = {"code": exc.code, "detail": exc.detail, **exc.extra}
         return Response(body, status=exc.http_status)
     response = drf_exception_handler(exc, context)
@@ -21,4 +23,6 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     else:
         data.setdefault("code", getattr(exc, "default_code", "error"))
     response.data = data
+    # A serializer field named `code` would put its list of errors here.
+    ERRORS.labels(data["code"] if isinstance(data["code"], str) else "invalid", "api").inc()
     return response
