@@ -14,16 +14,28 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import events, moderation, observe, protocol, selectors, services
-from chat.exceptions import ChatError, FrameTooLarge, NotJoined, RateLimited, TooManyRooms
+from chat.exceptions import (
+    ChatError,
+    FrameTooLarge,
+    NotJoined,
+    RateLimited,
+    TooManyErrors,
+    TooManyRooms,
+    TooManySockets,
+)
 from chat.models import Message, Room
 from chat.presence import get_presence
-from chat.ratelimit import get_send_buckets
+from chat.ratelimit import TokenBucket, get_send_buckets
 from chat.resume import ResumePoint
+from chat.socketlimit import get_seats
 
 logger = logging.getLogger(__name__)
 # A socket that closed while we were busy: uvicorn raises an OSError subclass
 # (as ASGI asks), Daphne autobahn's Disconnected.
 CLOSED_SOCKET_ERRORS = (OSError, Disconnected)
+# 4000-4999: the application's own close codes.
+CLOSE_TOO_MANY_SOCKETS = 4429
+CLOSE_TOO_MANY_ERRORS = 4008  # as 1008, policy violation
 
 
 @database_sync_to_async
@@ -54,10 +66,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         observe.socket_connecting()
+        # `accepted`: holds a seat, groups, presence (disconnect frees them);
+        # `serving`: its frames are read. A socket being closed by the server
+        # is accepted but no longer served.
+        self.accepted = self.serving = False
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close()  # before accept: the handshake is refused (403)
             return
+        self.seats = get_seats()
+        if not await self.seats.take(user.pk, self.channel_name):
+            await self._refuse(
+                TooManySockets(f"At most {settings.MAX_SOCKETS_PER_USER} connections per account.")
+            )
+            return
+        self.accepted = self.serving = True
         self.user = user
         self.username = user.username
         self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
@@ -66,22 +89,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.resume: dict[str, ResumePoint] = {}
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
+        self.error_budget = TokenBucket(settings.SOCKET_ERROR_RATE, settings.SOCKET_ERROR_BURST)
         # Moderation reaches all of a user's sockets, in every process, here.
         await self._subscribe(events.user_group(user.pk))
         await self.accept()
         self.opened_at = observe.socket_opened(user_id=user.pk)
         self.heartbeat = asyncio.create_task(self._heartbeat())
 
+    async def _refuse(self, error: ChatError) -> None:
+        """Accept only to say why, then close: a refused handshake (403) would
+        leave the client guessing, and browsers do not show its reason."""
+        await self.accept()
+        await self._close_with(error, CLOSE_TOO_MANY_SOCKETS)
+
+    async def _close_with(self, error: ChatError, code: int) -> None:
+        """Say why in an `error` frame, then close; frames still queued are dropped."""
+        self.serving = False
+        observe.error_sent(error.code)
+        await self.send_frame(protocol.error_frame(error))
+        await self.close(code=code)
+
     async def disconnect(self, code: int) -> None:
-        if not hasattr(self, "rooms"):
-            return  # refused before accept
+        if not self.accepted:
+            return  # refused
         observe.socket_closed(user_id=self.user.pk, code=code, opened_at=self.opened_at)
         self.heartbeat.cancel()
+        await self.seats.release(self.user.pk, self.channel_name)
         await self._unsubscribe(events.user_group(self.user.pk))
         for room in list(self.rooms.values()):
             await self._leave(room)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.serving:
+            return  # refused, or being closed
         command = None
         try:
             if text_data is not None and len(text_data) > settings.MAX_FRAME_BYTES:
@@ -93,6 +133,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             ref = command.ref if command is not None else exc.ref
             observe.error_sent(exc.code)
             await self.send_frame(protocol.error_frame(exc, ref=ref))
+            if not self.error_budget.take():
+                await self._close_with(TooManyErrors(), CLOSE_TOO_MANY_ERRORS)
 
     async def send_frame(self, frame: dict) -> None:
         await self.send_text(protocol.encode(frame))
@@ -153,12 +195,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             room=room,
             body=command.body,
             client_id=command.client_id,
-            sender_channel=self.channel_name,
+            broadcast=False,
         )
-        # The acknowledgement: the stored message (also for a resent client_id).
+        frame = protocol.message_frame(message)
+        # Out to the room first (also for a resent client_id: its first
+        # broadcast may have died with another process), then the
+        # acknowledgement, which the sender gets directly, not through the
+        # layer. Had the process died in between, the missing ack makes the
+        # client resend, and the message goes out then.
+        await events.aroom_broadcast(room.id, frame, exclude=self.channel_name)
         # Not a resume point (chat.resume): others' messages before it may still be in
         # the layer, or lost with it.
-        await self.send_frame(protocol.message_frame(message))
+        await self.send_frame(frame)
 
     async def typing(self, command: protocol.Typing) -> None:
         room = self._joined(command.room)
@@ -249,10 +297,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def _heartbeat(self) -> None:
-        """Keep this socket's presence entries alive while it is open."""
+        """Keep this socket's seat and presence entries alive while it is open."""
         interval = settings.PRESENCE_TTL / 3
         while True:
             await asyncio.sleep(interval)
+            await self.seats.renew(self.user.pk, self.channel_name)
             if self.rooms:
                 await self.presence.refresh(
                     [room.id for room in self.rooms.values()], self.username, self.channel_name

@@ -10,6 +10,7 @@ undoes or fails what was stored: clients catch up from the database (`join`
 with `since`), which is the delivery guarantee (docs/protocol.md).
 """
 
+import asyncio
 import logging
 import time
 
@@ -49,7 +50,8 @@ async def _group_send(group: str, event: dict) -> bool:
 async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:
     """Send `frame` to every socket in the room, except the channel `exclude`.
 
-    Returns whether the channel layer took it.
+    Returns whether the channel layer took it. A message the layer refused is
+    sent again in the background until it takes it (see _resend).
     """
     event = {"type": ROOM_EVENT, "text": protocol.encode(frame)}
     if exclude is not None:
@@ -58,7 +60,48 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
         # Sockets track the last id the layer brought them, per room.
         event["room"], event["id"] = frame["room"], frame["id"]
         event["t"] = time.time()  # wall clock: the receiving process may be another
-    return await _group_send(room_group(room_id), event)
+    group = room_group(room_id)
+    if await _group_send(group, event):
+        return True
+    if frame["type"] == "message":
+        task = asyncio.get_running_loop().create_task(_resend(group, event))
+        _resending.add(task)
+        task.add_done_callback(_resending.discard)
+    return False
+
+
+# Tasks of _resend, held so that they are not collected while they wait.
+_resending: set[asyncio.Task] = set()
+RESEND_FIRST, RESEND_MAX, RESEND_FOR = 0.05, 1.0, 300.0
+
+
+async def _resend(group: str, event: dict) -> None:
+    """Send a message event again until the layer takes it (Redis is back).
+
+    Sockets that stay connected through a Redis outage catch up from the
+    database when the layer recovers (chat.consumers, layer_recovered), but
+    only with what was stored by then. A broadcast that failed after that
+    catch-up (a pooled connection still dead, Redis back a moment later than
+    it seemed) would otherwise reach none of them. Sent again soon after, it
+    arrives while their resume points still lie below it.
+    """
+    loop = asyncio.get_running_loop()
+    give_up, delay = loop.time() + RESEND_FOR, RESEND_FIRST
+    while loop.time() < give_up:
+        await asyncio.sleep(delay)
+        try:
+            await get_channel_layer().group_send(group, event)
+        except LAYER_ERRORS:
+            logger.debug("broadcast retry to %s failed", group, exc_info=True)
+            delay = min(delay * 2, RESEND_MAX)
+            continue
+        logger.info("broadcast of message %s to %s went out on a retry", event["id"], group)
+        return
+    logger.error(
+        "gave up broadcasting message %s to %s; clients get it when they rejoin",
+        event["id"],
+        group,
+    )
 
 
 def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:

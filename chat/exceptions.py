@@ -146,3 +146,15 @@ class TooManyRooms(ChatError):
     code = "too_many_rooms"
     http_status = 409
     default_detail = "Too many rooms joined on this connection."
+
+
+class TooManySockets(ChatError):
+    code = "too_many_connections"
+    http_status = 429
+    default_detail = "Too many open connections for this account."
+
+
+class TooManyErrors(ChatError):
+    code = "too_many_errors"
+    http_status = 429
+    default_detail = "Too many refused frames: this connection is closed."

@@ -29,6 +29,27 @@ def _refill(tokens: float, stamp: float, now: float, rate: float, burst: float) 
     return min(burst, tokens + (now - stamp) * rate)
 
 
+@dataclass(slots=True)
+class TokenBucket:
+    """One bucket in this process's memory (for what belongs to one socket)."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0  # full at the first take
+    stamp: float = 0.0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = _refill(self.tokens, self.stamp, now, self.rate, self.burst)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class LocalBuckets:
     def __init__(self) -> None:
         self.buckets: dict[int, tuple[float, float]] = {}

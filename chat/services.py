@@ -185,7 +185,7 @@ def message_post(
     room: Room,
     body: str,
     client_id: str | None = None,
-    sender_channel: str | None = None,
+    broadcast: bool = True,
 ) -> tuple[Message, bool]:
     """Store a message and, once committed, broadcast it to the room.
 
@@ -193,9 +193,10 @@ def message_post(
     again: the first message comes back with created=False (and goes out to
     the room again), so a client may resend freely after a lost acknowledgement.
 
-    `sender_channel`, the sending socket, is left out of the broadcast: the
-    socket acknowledges its own sends directly, so that an ack never waits
-    for (or depends on) the channel layer.
+    `broadcast=False` leaves the broadcast to the caller, which must then send
+    the returned message (created or not) with events.aroom_broadcast. The
+    socket does so from its event loop: broadcasting from here would hold the
+    process's one database thread for a channel-layer round trip per message.
     """
     message_validate_body(body)
     # One query for everything that may forbid the post, with the room's
@@ -205,12 +206,12 @@ def message_post(
     try:
         with transaction.atomic():
             message = Message.objects.create(room=room, user=user, body=body, client_id=client_id)
-            frame = protocol.message_frame(message)
-            # After commit: a rolled-back message must never reach a screen.
-            transaction.on_commit(
-                lambda: events.room_broadcast(room.id, frame, exclude=sender_channel)
-            )
-            transaction.on_commit(metrics.MESSAGES_STORED.inc)  # nor be counted
+            # After commit: a rolled-back message must never reach a screen,
+            # nor be counted.
+            transaction.on_commit(metrics.MESSAGES_STORED.inc)
+            if broadcast:
+                frame = protocol.message_frame(message)
+                transaction.on_commit(lambda: events.room_broadcast(room.id, frame))
     except IntegrityError:
         if client_id is None:
             raise
@@ -220,8 +221,7 @@ def message_post(
         # Broadcast again: a resend may mean the first copy never went out
         # (its process died between commit and broadcast). Receivers drop
         # what they already have, by id.
-        events.room_broadcast(
-            existing.room_id, protocol.message_frame(existing), exclude=sender_channel
-        )
+        if broadcast:
+            events.room_broadcast(existing.room_id, protocol.message_frame(existing))
         return existing, False
     return message, True

@@ -197,6 +197,15 @@ SEND_RATE = float(env_int("SEND_RATE", 5))
 SEND_BURST = float(env_int("SEND_BURST", 20))
 MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 16 * 1024)
 MAX_ROOMS_PER_SOCKET = env_int("MAX_ROOMS_PER_SOCKET", 50)
+# Open sockets per account, all processes together (another tab, a bot
+# reconnecting in a loop): one more is told `too_many_connections` and closed.
+MAX_SOCKETS_PER_USER = env_int("MAX_SOCKETS_PER_USER", 20)
+# Refused frames per socket (errors answered): SOCKET_ERROR_BURST at once, then
+# SOCKET_ERROR_RATE a second. A client past that (a flood ignoring
+# `rate_limited`, a broken loop) is closed: reading its frames costs the
+# process even when every one is refused.
+SOCKET_ERROR_RATE = float(env_int("SOCKET_ERROR_RATE", 2))
+SOCKET_ERROR_BURST = float(env_int("SOCKET_ERROR_BURST", 30))
 
 # Seconds a presence entry lives without a heartbeat: a crashed process's
 # sockets drop out of "online" after this long.

@@ -5,11 +5,16 @@ Runs against a private redis-server of its own, which the test stops and
 starts again (empty, as the production Redis keeps nothing on disk).
 """
 
+import asyncio
+import json
 import shutil
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 
+from chat import events
 from chat.models import Message
 from chat.sharedstate import reset_shared_stores
 from tests.api import api_client
@@ -76,3 +81,37 @@ async def test_messages_sent_during_an_outage_are_acked_stored_and_delivered_aft
         await bob.post(room.slug, "back to normal", "b-2")
         assert (await alice.receive_until("message"))["body"] == "back to normal"
     assert await database_sync_to_async(Message.objects.count)() == 3
+
+
+async def test_a_message_the_layer_refused_goes_out_once_redis_takes_it(private_redis, room):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.room_group(room.id), channel)
+    # Redis refuses the broadcast without restarting (so the subscription
+    # stays, and no recovery catch-up will happen): the app's Redis user loses
+    # its rights for a moment, as an administrator of this private Redis may.
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.acl_setuser("admin", enabled=True, passwords=["+admin"], commands=["+@all"], keys=["*"])
+    admin = redis.Redis.from_url(private_redis.url, username="admin", password="admin")
+    admin.acl_setuser("default", enabled=True, nopass=True, commands=["-@all"])
+    frame = {"type": "message", "room": room.slug, "id": 42, "body": "hello"}
+    assert await events.aroom_broadcast(room.id, frame) is False
+
+    admin.acl_setuser("default", enabled=True, nopass=True, commands=["+@all"])
+
+    async def next_room_event() -> dict:
+        while True:
+            event = await layer.receive(channel)
+            if event["type"] != "layer.recovered":  # the receive may have been refused too
+                return event
+
+    # Not wait_for: a cancellation inside channels-redis's blocking pop can be
+    # swallowed there, and the test would hang instead of failing.
+    receiving = asyncio.ensure_future(next_room_event())
+    done, _ = await asyncio.wait({receiving}, timeout=10)
+    if not done:
+        receiving.cancel()
+        pytest.fail("the refused broadcast never went out")
+    event = receiving.result()
+    assert (event["type"], event["id"]) == (events.ROOM_EVENT, 42)
+    assert json.loads(event["text"])["body"] == "hello"

@@ -1,12 +1,14 @@
-"""The socket's limits: send rate, frame size, rooms per connection."""
+"""The socket's limits: send rate, frame size, rooms per connection, sockets per account."""
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 
 from chat.models import Message
 from chat.sharedstate import reset_shared_stores
+from chatsite.asgi import application
 from tests.factories import make_room
-from tests.ws import connect
+from tests.ws import bearer_headers, connect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -83,3 +85,55 @@ async def test_rooms_per_connection_are_limited(user, settings):
         joined = await alice.join(rooms[2].slug)
     assert (refused["code"], refused["ref"]) == ("too_many_rooms", rooms[2].slug)
     assert joined["room"] == rooms[2].slug
+
+
+async def test_sockets_per_account_are_limited_and_the_extra_one_is_told_why(
+    channel_backend, user, other_user, settings
+):
+    settings.MAX_SOCKETS_PER_USER = 2
+    reset_shared_stores()
+    async with connect(user), connect(user) as tab2:
+        third = WebsocketCommunicator(application, "/ws/chat/", headers=bearer_headers(user))
+        connected, _ = await third.connect(timeout=3)
+        assert connected  # accepted only to be told why
+        refused = await third.receive_json_from(timeout=3)
+        assert (refused["type"], refused["code"]) == ("error", "too_many_connections")
+        assert await third.receive_output(timeout=3) == {"type": "websocket.close", "code": 4429}
+        await third.send_json_to({"type": "join", "room": "general"})
+        assert await third.receive_nothing(timeout=0.2)  # a refused socket serves nothing
+        await third.disconnect()
+        # Someone else is not counted against alice's seats...
+        async with connect(other_user) as bob:
+            await bob.send({"type": "typing", "room": "x", "typing": True})
+            assert (await bob.receive_type("error"))["code"] == "not_joined"
+        # ...and the sockets alice has work on.
+        await tab2.send({"type": "typing", "room": "x", "typing": True})
+        assert (await tab2.receive_type("error"))["code"] == "not_joined"
+    # Closing sockets frees their seats.
+    async with connect(user), connect(user):
+        pass
+
+
+async def test_a_socket_that_keeps_sending_refused_frames_is_closed(
+    user, other_user, room, settings
+):
+    settings.SOCKET_ERROR_BURST = 5
+    settings.SOCKET_ERROR_RATE = 0.1
+    async with connect(other_user) as bob:
+        await bob.join(room.slug)
+        async with connect(user) as flooder:
+            for _ in range(5):
+                await flooder.send_text("not json")
+                assert (await flooder.receive_type("error"))["code"] == "invalid_json"
+            await flooder.send_text("not json")
+            assert (await flooder.receive_type("error"))["code"] == "invalid_json"
+            closing = await flooder.receive_type("error")
+            assert closing["code"] == "too_many_errors"
+            closed = await flooder.communicator.receive_output(timeout=3)
+            assert closed == {"type": "websocket.close", "code": 4008}
+            # Frames already on their way are dropped, not answered.
+            await flooder.send({"type": "join", "room": room.slug})
+            assert await flooder.communicator.receive_nothing(timeout=0.2)
+        # Everyone else carries on.
+        await bob.post(room.slug, "still here", "b-1")
+        assert (await bob.receive_until("message"))["body"] == "still here"
