@@ -60,7 +60,7 @@ clean:
 # The project (production settings, PostgreSQL, Redis, Daphne) beside the peers in
 # ../shared/peers under ../shared/bench/loadgen.py. Needs PostgreSQL and Redis on
 # 127.0.0.1; see docs/performance.md. BENCH_QUICK=1 make bench is a smoke run.
-.PHONY: bench bench-history bench-clean
+.PHONY: bench bench-history bench-flood bench-clean
 
 ## bench: every scenario against the project and both peers, interleaved; writes bench/results/
 bench: $(VENV)/.runtime
@@ -69,6 +69,10 @@ bench: $(VENV)/.runtime
 ## bench-history: only the history API on 1,000,000 stored messages
 bench-history: $(VENV)/.runtime
 	BENCH_SCENARIOS=history BENCH_PROFILE=0 $(BIN)/python bench/run.py
+
+## bench-flood: one socket flooding a room vs the other members' latency (issue 7); writes bench/results/<date>-flood.*
+bench-flood: $(VENV)/.runtime
+	$(BIN)/python bench/flood.py
 
 bench-clean:
 	rm -rf bench/.venvs bench/logs bench/.snapshots
