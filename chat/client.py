@@ -16,12 +16,14 @@ Messages are delivered per room in id order: while a room catches up, live
 messages wait, and the catch-up pages and the waiting messages are then
 handed over sorted; live messages are held for HOLD_BACK seconds so that
 copies from different server processes, which may cross on the way, are
-handed over sorted too. `client.messages[room]` holds everything delivered;
-`client.late` counts messages that arrived after a higher id had already been
-handed over (delivered all the same, out of order).
+handed over sorted too. `client.messages[room]` holds everything delivered,
+sorted by id, as a chat window shows it; `client.late` counts messages that
+arrived after a higher id had already been handed over (`on_message` sees them
+out of order; the list has them in their place).
 """
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import json
@@ -219,9 +221,14 @@ class ChatClient:
         if message["id"] in state.seen:
             return
         state.seen.add(message["id"])
+        shown = self.messages[message["room"]]
         if message["id"] < state.handed_over:
+            # Later than HOLD_BACK (its broadcast was retried, or its sender
+            # resent it after a server died): shown in its place all the same.
             self.late += 1
+            bisect.insort(shown, message, key=lambda m: m["id"])
+        else:
+            shown.append(message)
         state.handed_over = max(state.handed_over, message["id"])
-        self.messages[message["room"]].append(message)
         if self.on_message is not None:
             self.on_message(message)
