@@ -23,6 +23,7 @@ from chat.exceptions import (
     TooManyRooms,
     TooManySockets,
 )
+from chat.fanout import get_fanout
 from chat.models import Message, Room
 from chat.presence import get_presence
 from chat.ratelimit import TokenBucket, get_send_buckets
@@ -89,6 +90,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.resume: dict[str, ResumePoint] = {}
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
+        self.fanout = get_fanout()
         self.error_budget = TokenBucket(settings.SOCKET_ERROR_RATE, settings.SOCKET_ERROR_BURST)
         # Moderation reaches all of a user's sockets, in every process, here.
         await self._subscribe(events.user_group(user.pk))
@@ -160,9 +162,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if len(self.rooms) >= settings.MAX_ROOMS_PER_SOCKET:
                 raise TooManyRooms(f"At most {settings.MAX_ROOMS_PER_SOCKET} rooms per connection.")
             room = await _room_enter(self.user, command.room)
-            # Into the group before reading history, so that nothing posted in
+            # Subscribed before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
-            await self._subscribe(events.room_group(room.id))
+            await self.fanout.join(room.id, self)
             self.rooms[room.slug] = room
             observe.room_joined()
             messages = await _room_messages(room, command.since)
@@ -230,20 +232,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol.Delete: delete,
     }
 
-    # --- events from the channel layer --------------------------------------------------
+    # --- room events, from this process's fan-out (chat.fanout) -------------------------
 
-    async def room_frame(self, event: dict) -> None:
-        if event.get("exclude") != self.channel_name:
-            await self.send_text(event["text"])
-            if "id" in event:
-                observe.message_delivered(event)
-                self.resume.setdefault(event["room"], ResumePoint()).live(event["id"])
+    async def room_event(self, event: dict) -> None:
+        """One room event for this socket (the fan-out has left out its sender)."""
+        await self.send_text(event["text"])
+        if "id" in event:
+            observe.message_delivered(event)
+            self.resume.setdefault(event["room"], ResumePoint()).live(event["id"])
 
-    async def layer_recovered(self, event: dict) -> None:
-        """Redis was away: subscribe again, and send what the layer dropped meanwhile."""
-        await self._subscribe(events.user_group(self.user.pk))
+    async def catch_up(self) -> None:
+        """Send, from the database, what the channel layer dropped (Redis was away)."""
         for slug, room in list(self.rooms.items()):
-            await self._subscribe(events.room_group(room.id))
             resume = self.resume.setdefault(slug, ResumePoint())
             while True:
                 missed = await _room_messages(room, resume.since())
@@ -253,6 +253,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     resume.confirm_through(missed[-1].id)
                 if len(missed) < selectors.CATCH_UP_PAGE_SIZE:
                     break
+
+    # --- events from the channel layer --------------------------------------------------
+
+    async def layer_recovered(self, event: dict) -> None:
+        """Redis was away (maybe restarted empty): this socket's own group may be gone.
+        Its rooms are the fan-out's to subscribe again."""
+        await self._subscribe(events.user_group(self.user.pk))
 
     async def user_removed(self, event: dict) -> None:
         """Banned or removed from a room: leave it at once, and say why."""
@@ -290,7 +297,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         del self.rooms[room.slug]
         observe.room_left()
         self.resume.pop(room.slug, None)
-        await self._unsubscribe(events.room_group(room.id))
+        await self.fanout.leave(room.id, self)
         if await self.presence.remove(room.id, self.username, self.channel_name):
             await events.aroom_broadcast(
                 room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)

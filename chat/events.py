@@ -53,7 +53,7 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
     Returns whether the channel layer took it. A message the layer refused is
     sent again in the background until it takes it (see _resend).
     """
-    event = {"type": ROOM_EVENT, "text": protocol.encode(frame)}
+    event = {"type": ROOM_EVENT, "room_id": room_id, "text": protocol.encode(frame)}
     if exclude is not None:
         event["exclude"] = exclude
     if frame["type"] == "message":
