@@ -103,7 +103,7 @@ def seed(room: Room, user, total: int) -> dict:
         field = Message._meta.get_field
         columns = ", ".join(
             quote(field(name).column)
-            for name in ("room", "user", "body", "created_at", "client_id")
+            for name in ("room", "user", "body", "created_at", "client_id", "seq")
         )
         table = quote(Message._meta.db_table)
         started = time.perf_counter()
@@ -111,11 +111,11 @@ def seed(room: Room, user, total: int) -> dict:
             # One second apart, oldest first, so ids and times rise together.
             select = (
                 "SELECT %s, %s, 'history message ' || g, now() - make_interval(secs => %s - g), "
-                "NULL FROM generate_series(1, %s) AS g"
+                "NULL, %s + g FROM generate_series(1, %s) AS g"
             )
             # Table and column names come from the model, values are parameters.
             sql = f"INSERT INTO {table} ({columns}) {select}"
-            cursor.execute(sql, [room.id, user.id, missing, missing])
+            cursor.execute(sql, [room.id, user.id, missing, have, missing])
             cursor.execute(f"ANALYZE {table}")
         seconds = time.perf_counter() - started
     bounds = Message.objects.filter(room=room).aggregate(first=Min("id"), last=Max("id"))

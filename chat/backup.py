@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connection, reset_queries, transaction
+from django.db.models import Max
 
 from chat.models import Membership, Message, Room
 from chat.roomfile import (
@@ -283,6 +284,11 @@ class _Importer:
                 "id", "user_id", "created_at"
             )
         )
+        # Imported messages come after the room's last one. The room's row is
+        # locked, as a post locks it, so that live posts and the import take
+        # their numbers in turn.
+        list(Room.objects.select_for_update().filter(pk=self.room.pk).values_list("pk"))
+        last_seq = self.room.messages.aggregate(last=Max("seq"))["last"] or 0
         new = []
         for record in batch:
             user_id = user_ids[record["user"]]
@@ -296,6 +302,7 @@ class _Importer:
             taken[user_id, key] = self.room.pk
             message = Message(
                 room=self.room,
+                seq=last_seq + len(new) + 1,
                 user_id=user_id,
                 body=record["body"],
                 created_at=record["created"],

@@ -2,8 +2,11 @@
 
 It follows the delivery rules of docs/protocol.md ("Delivery guarantee"):
 reconnect with exponential backoff and full jitter, rejoin every room with
-`since`, catch up page by page, drop duplicates by id, and resend
-unacknowledged messages with their original `client_id`.
+`since`, catch up page by page, drop duplicates by id, resend unacknowledged
+messages with their original `client_id`, and hand messages over in each
+room's order (`seq`): a message beyond a gap waits for the missing one, and a
+gap still open after GAP_WAIT seconds is filled from the database (a `join`
+with `since`).
 
     client = ChatClient("ws://127.0.0.1:8000/ws/chat/", token=access, rooms=["general"])
     runner = asyncio.create_task(client.run())
@@ -12,46 +15,36 @@ unacknowledged messages with their original `client_id`.
     ...
     await client.close()
 
-Messages are delivered per room in id order: while a room catches up, live
-messages wait, and the catch-up pages and the waiting messages are then
-handed over sorted; live messages are held for HOLD_BACK seconds so that
-copies from different server processes, which may cross on the way, are
-handed over sorted too. `client.messages[room]` holds everything delivered,
-sorted by id, as a chat window shows it; `client.late` counts messages that
-arrived after a higher id had already been handed over (`on_message` sees them
-out of order; the list has them in their place).
+`client.messages[room]` holds everything handed over, in order.
 """
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import json
 import logging
 import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import websockets
 
-from chat.resume import ResumePoint
+from chat.resume import Stream
 
 logger = logging.getLogger(__name__)
 
 CATCH_UP_PAGE_SIZE = 100  # a joined page this full means there may be more
-HOLD_BACK = 0.3  # seconds a live message waits for a lower id that may be on its way
+GAP_WAIT = 0.5  # seconds a gap may stay open before it is filled from the database
 
 
 @dataclass
 class RoomState:
-    resume: ResumePoint = field(default_factory=ResumePoint)
+    stream: Stream = field(default_factory=Stream)
     syncing: bool = True  # between a join and its last catch-up page
     seen: set[int] = field(default_factory=set)
-    # Live messages not yet handed over, with their arrival time.
-    waiting: list[tuple[float, dict]] = field(default_factory=list)
-    handed_over: int = 0  # the highest id handed over
+    waiting: dict[int, dict] = field(default_factory=dict)  # live, not handed over: seq -> message
+    gap_check: asyncio.TimerHandle | None = None
 
 
 class ChatClient:
@@ -76,11 +69,11 @@ class ChatClient:
         self.acked: dict[str, dict] = {}  # client_id -> the stored message
         self.errors: list[dict] = []
         self.connections = 0
-        self.late = 0
         self._socket = None
         self._closing = False
         self._ids = (f"{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
         self._joined = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
         self._acked = asyncio.Condition()
 
     # --- the public surface -------------------------------------------------------------
@@ -137,7 +130,7 @@ class ChatClient:
             self.connections += 1
             for room, state in self.rooms.items():
                 state.syncing = True
-                await self._join(room, state.resume.since())
+                await self._join(room, state.stream.since)
             for frame in list(self.pending.values()):
                 await self._send(frame)  # same client_id: stored once
             async for text in socket:
@@ -152,8 +145,8 @@ class ChatClient:
         with contextlib.suppress(websockets.ConnectionClosed):
             await self._socket.send(json.dumps(frame))
 
-    async def _join(self, room: str, since: int) -> None:
-        await self._send({"type": "join", "room": room, "since": since or None})
+    async def _join(self, room: str, since: int | None) -> None:
+        await self._send({"type": "join", "room": room, "since": since})
 
     async def _handle(self, frame: dict) -> None:
         kind = frame.get("type")
@@ -172,63 +165,62 @@ class ChatClient:
         state = self.rooms[room]
         for message in page:
             self._deliver(state, message)
-        if page:
-            state.resume.confirm_through(page[-1]["id"])
+        state.stream.page(page, frame["seq"])
+        # Live messages that now follow on go out before the next page's.
+        self._hand_over(room)
         if len(page) >= CATCH_UP_PAGE_SIZE:
-            await self._join(room, state.resume.since())  # more may be missing
+            await self._join(room, state.stream.since)  # more may be missing
             return
         state.syncing = False
-        self._hand_over(state, everything=True)
+        self._watch_gap(room)
         if not any(s.syncing for s in self.rooms.values()):
             self._joined.set()
 
     async def _on_message(self, message: dict) -> None:
         client_id = message.get("client_id")
-        own = client_id is not None and (client_id in self.pending or client_id in self.acked)
         if client_id in self.pending:
             del self.pending[client_id]
             async with self._acked:
                 self.acked[client_id] = message
                 self._acked.notify_all()
         state = self.rooms.get(message["room"])
-        if state is None:
+        if state is None or message["id"] in state.seen:
             return
-        if not own:
-            # Our own acks come straight from our socket, ahead of others'
-            # messages still on their way: they do not move the resume point.
-            state.resume.live(message["id"])
-        state.waiting.append((time.monotonic(), message))
+        state.stream.live(message["id"], message["seq"])
+        state.waiting[message["seq"]] = message
+        self._hand_over(message["room"])
         if not state.syncing:
-            loop = asyncio.get_running_loop()
-            loop.call_later(HOLD_BACK, self._hand_over, state)
+            self._watch_gap(message["room"])
 
-    def _hand_over(self, state: RoomState, everything: bool = False) -> None:
-        """Deliver, in id order, the waiting messages that have waited HOLD_BACK
-        (and any lower ids waiting with them)."""
-        if state.syncing or not state.waiting:
-            return
-        due_before = time.monotonic() - HOLD_BACK + 0.001
-        due = [m["id"] for t, m in state.waiting if everything or t <= due_before]
-        if not due:
-            return
-        up_to = max(due)
-        ready = sorted((m for _, m in state.waiting if m["id"] <= up_to), key=lambda m: m["id"])
-        state.waiting = [(t, m) for t, m in state.waiting if m["id"] > up_to]
-        for message in ready:
-            self._deliver(state, message)
+    def _hand_over(self, room: str) -> None:
+        """Deliver, in order, the waiting messages up to the first gap.
+
+        Everything numbered up to stream.seq has been delivered (pages
+        deliver theirs first), so these follow on in order.
+        """
+        state = self.rooms[room]
+        for seq in sorted(seq for seq in state.waiting if seq <= state.stream.seq):
+            self._deliver(state, state.waiting.pop(seq))
+
+    def _watch_gap(self, room: str) -> None:
+        """A gap that does not close by itself soon is filled from the database."""
+        state = self.rooms[room]
+        if state.waiting and state.gap_check is None:
+            loop = asyncio.get_running_loop()
+            state.gap_check = loop.call_later(GAP_WAIT, self._check_gap, room)
+
+    def _check_gap(self, room: str) -> None:
+        state = self.rooms[room]
+        state.gap_check = None
+        if state.waiting and not state.syncing and self._socket is not None:
+            state.syncing = True
+            self._tasks.add(task := asyncio.ensure_future(self._join(room, state.stream.since)))
+            task.add_done_callback(self._tasks.discard)
 
     def _deliver(self, state: RoomState, message: dict) -> None:
         if message["id"] in state.seen:
             return
         state.seen.add(message["id"])
-        shown = self.messages[message["room"]]
-        if message["id"] < state.handed_over:
-            # Later than HOLD_BACK (its broadcast was retried, or its sender
-            # resent it after a server died): shown in its place all the same.
-            self.late += 1
-            bisect.insort(shown, message, key=lambda m: m["id"])
-        else:
-            shown.append(message)
-        state.handed_over = max(state.handed_over, message["id"])
+        self.messages[message["room"]].append(message)
         if self.on_message is not None:
             self.on_message(message)

@@ -24,10 +24,10 @@ from chat.exceptions import (
     TooManySockets,
 )
 from chat.fanout import get_fanout
-from chat.models import Message, Room
+from chat.models import Room
 from chat.presence import get_presence
 from chat.ratelimit import TokenBucket, get_send_buckets
-from chat.resume import ResumePoint
+from chat.resume import Stream
 from chat.socketlimit import get_seats
 
 logger = logging.getLogger(__name__)
@@ -46,11 +46,7 @@ def _room_enter(user, slug: str) -> Room:
     return room
 
 
-@database_sync_to_async
-def _room_messages(room: Room, since: int | None) -> list[Message]:
-    if since is None:
-        return selectors.message_latest(room=room)
-    return selectors.message_since(room=room, since=since)
+_room_page = database_sync_to_async(selectors.message_page)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -85,9 +81,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.username = user.username
         self.rooms: dict[str, Room] = {}  # joined on this socket, by slug
-        # Per room, where to resume from the database after the layer lost
-        # messages (chat.resume).
-        self.resume: dict[str, ResumePoint] = {}
+        # Per room, what this socket was sent with no gap, so that it is sent
+        # the rest from the database after the layer lost messages (chat.resume).
+        self.streams: dict[str, Stream] = {}
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
         self.fanout = get_fanout()
@@ -156,7 +152,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         room = self.rooms.get(command.room)
         if room is not None:
             # Already in: a join again is a request for more catch-up.
-            messages = await _room_messages(room, command.since)
+            page = await _room_page(room=room, since=command.since)
             online = await self.presence.online(room.id)
         else:
             if len(self.rooms) >= settings.MAX_ROOMS_PER_SOCKET:
@@ -167,7 +163,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.fanout.join(room.id, self)
             self.rooms[room.slug] = room
             observe.room_joined()
-            messages = await _room_messages(room, command.since)
+            page = await _room_page(room=room, since=command.since)
             joined = await self.presence.add(room.id, self.username, self.channel_name)
             online = joined.online
             if joined.first:
@@ -176,9 +172,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     protocol.presence_frame(room=room.slug, user=self.username, online=True),
                     exclude=self.channel_name,
                 )
-        await self.send_frame(
-            protocol.joined_frame(room=room.slug, online=online, messages=messages)
+        frame = protocol.joined_frame(
+            room=room.slug, online=online, messages=page.messages, seq=page.through
         )
+        self._stream(room.slug).page(frame["messages"], page.through)
+        await self.send_frame(frame)
 
     async def leave(self, command: protocol.Leave) -> None:
         await self._leave(self._joined(command.room))
@@ -206,8 +204,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # layer. Had the process died in between, the missing ack makes the
         # client resend, and the message goes out then.
         await events.aroom_broadcast(room.id, frame, exclude=self.channel_name)
-        # Not a resume point (chat.resume): others' messages before it may still be in
-        # the layer, or lost with it.
+        self._stream(room.slug).live(message.id, message.seq)
         await self.send_frame(frame)
 
     async def typing(self, command: protocol.Typing) -> None:
@@ -237,21 +234,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def room_event(self, event: dict) -> None:
         """One room event for this socket (the fan-out has left out its sender)."""
         await self.send_text(event["text"])
-        if "id" in event:
+        if "seq" in event:
             observe.message_delivered(event)
-            self.resume.setdefault(event["room"], ResumePoint()).live(event["id"])
+            self._stream(event["room"]).live(event["id"], event["seq"])
 
     async def catch_up(self) -> None:
         """Send, from the database, what the channel layer dropped (Redis was away)."""
         for slug, room in list(self.rooms.items()):
-            resume = self.resume.setdefault(slug, ResumePoint())
+            stream = self._stream(slug)
             while True:
-                missed = await _room_messages(room, resume.since())
-                for message in missed:
-                    await self.send_frame(protocol.message_frame(message))
-                if missed:
-                    resume.confirm_through(missed[-1].id)
-                if len(missed) < selectors.CATCH_UP_PAGE_SIZE:
+                page = await _room_page(room=room, since=stream.since)
+                frames = [protocol.message_frame(message) for message in page.messages]
+                for frame in frames:
+                    await self.send_frame(frame)
+                stream.page(frames, page.through)
+                if len(page.messages) < selectors.CATCH_UP_PAGE_SIZE:
                     break
 
     # --- events from the channel layer --------------------------------------------------
@@ -273,6 +270,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=4403)
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _stream(self, slug: str) -> Stream:
+        stream = self.streams.get(slug)
+        if stream is None:
+            stream = self.streams[slug] = Stream()
+        return stream
 
     def _joined(self, slug: str) -> Room:
         try:
@@ -296,7 +299,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
         observe.room_left()
-        self.resume.pop(room.slug, None)
+        self.streams.pop(room.slug, None)
         await self.fanout.leave(room.id, self)
         if await self.presence.remove(room.id, self.username, self.channel_name):
             await events.aroom_broadcast(

@@ -57,8 +57,8 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
     if exclude is not None:
         event["exclude"] = exclude
     if frame["type"] == "message":
-        # Sockets track the last id the layer brought them, per room.
-        event["room"], event["id"] = frame["room"], frame["id"]
+        # Sockets track what the layer brought them, per room (chat.resume).
+        event["room"], event["id"], event["seq"] = frame["room"], frame["id"], frame["seq"]
         event["t"] = time.time()  # wall clock: the receiving process may be another
     group = room_group(room_id)
     if await _group_send(group, event):
@@ -79,11 +79,11 @@ async def _resend(group: str, event: dict) -> None:
     """Send a message event again until the layer takes it (Redis is back).
 
     Sockets that stay connected through a Redis outage catch up from the
-    database when the layer recovers (chat.consumers, layer_recovered), but
-    only with what was stored by then. A broadcast that failed after that
-    catch-up (a pooled connection still dead, Redis back a moment later than
-    it seemed) would otherwise reach none of them. Sent again soon after, it
-    arrives while their resume points still lie below it.
+    database when the layer recovers (chat.fanout), but only with what was
+    stored by then. A broadcast that failed after that catch-up (a pooled
+    connection still dead, Redis back a moment later than it seemed) would
+    otherwise reach them only when a later message shows its clients the gap
+    (chat.resume) and they fetch it.
     """
     loop = asyncio.get_running_loop()
     give_up, delay = loop.time() + RESEND_FOR, RESEND_FIRST

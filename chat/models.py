@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, Subquery
+from django.db.models.expressions import Combinable, DatabaseDefault
+from django.db.models.functions import Coalesce
 
 BODY_MAX_LENGTH = 4000
 CLIENT_ID_MAX_LENGTH = 100
@@ -62,6 +64,11 @@ class Message(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages"
     )
     body = models.TextField(max_length=BODY_MAX_LENGTH)
+    # 1, 2, 3... within the room, in commit order: a client that sees a gap
+    # knows a message is missing (ids are shared by all rooms, so theirs say
+    # nothing). Computed by the INSERT itself (save()); the db_default is only
+    # there to make Django read the value back from the INSERT's RETURNING.
+    seq = models.PositiveBigIntegerField(db_default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Chosen by the sending client so that a resend after a lost ack is
     # recognised; NULL (not "") when absent, so the uniqueness below skips it.
@@ -83,7 +90,8 @@ class Message(models.Model):
                 fields=["user", "client_id"],
                 condition=Q(client_id__isnull=False),
                 name="message_unique_user_client_id",
-            )
+            ),
+            models.UniqueConstraint(fields=["room", "seq"], name="message_unique_room_seq"),
         ]
         indexes = [
             # Every reader (history pages, catch-up, the page's last 50) walks
@@ -97,6 +105,22 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.body[:50]}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding and isinstance(self.seq, DatabaseDefault):
+            self.seq = next_seq(self.room_id)
+        super().save(*args, **kwargs)
+
+
+def next_seq(room_id: int) -> Combinable:
+    """The room's next sequence number, as an expression evaluated by the INSERT.
+
+    Two concurrent inserts would read the same last number; posting locks the
+    room's row first (chat.services.message_post), so they take turns, and
+    the numbers follow the order of the commits.
+    """
+    last = Message.objects.filter(room_id=room_id).order_by("-seq").values("seq")[:1]
+    return Coalesce(Subquery(last), 0) + 1
 
 
 class AuditEntry(models.Model):

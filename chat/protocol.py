@@ -173,6 +173,7 @@ def message_payload(message: Message) -> dict:
     """
     return {
         "id": message.id,
+        "seq": message.seq,
         "room": message.room.slug,
         "user": message.user.username,
         "body": message.body,
@@ -185,12 +186,13 @@ def message_frame(message: Message) -> dict:
     return {"type": "message", **message_payload(message)}
 
 
-def joined_frame(*, room: str, online: list[str], messages: list[Message]) -> dict:
+def joined_frame(*, room: str, online: list[str], messages: list[Message], seq: int) -> dict:
     return {
         "type": "joined",
         "room": room,
         "online": online,
         "messages": [message_payload(message) for message in messages],
+        "seq": seq,
     }
 
 

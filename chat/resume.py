@@ -1,40 +1,45 @@
-"""Where a room's stream resumes after a break, for the client and the server alike.
+"""Where a reader's copy of a room's messages is complete, for the client and the server alike.
 
-Message ids grow with every room's messages, so a gap in one room's ids says
-nothing, and live copies from different server processes may arrive slightly
-out of id order. So a resume point only moves:
-- through a page read from the database (complete up to its last id), or
-- to a live message's id once it is `margin` seconds old: anything with a
-  lower id was published before it and has arrived by then.
-Resuming from here may repeat a few messages (clients drop them by id), never
-skip one.
+Each room numbers its messages 1, 2, 3... (Message.seq) in commit order, and
+within a room ids rise with the numbers. A reader that has every message up to
+number `seq` (hidden ones aside) resumes after the id of that message,
+`since`: the server sends all that follows, from the database. A live message
+beyond a gap (its predecessor's copy is late, or was lost with the channel
+layer) does not move that point; it waits in `ahead` until the gap fills, from
+a late copy or a catch-up page.
 """
 
-import time
-from collections import deque
-
-LATE_MARGIN = 2.0  # seconds a live copy may trail a later one
+from dataclasses import dataclass, field
 
 
-class ResumePoint:
-    def __init__(self, margin: float = LATE_MARGIN) -> None:
-        self.margin = margin
-        self.confirmed = 0
-        self.recent: deque[tuple[float, int]] = deque()  # (arrival, id), oldest first
+@dataclass(slots=True)
+class Stream:
+    seq: int = 0  # every message numbered up to this has been had (or is hidden)
+    since: int | None = None  # the id to resume after: the last one had up to `seq`
+    ahead: dict[int, int] = field(default_factory=dict)  # beyond a gap: seq -> id
 
-    def confirm_through(self, message_id: int) -> None:
-        """A database page ended here: nothing at or below it is missing."""
-        self.confirmed = max(self.confirmed, message_id)
-
-    def live(self, message_id: int) -> None:
-        self.recent.append((time.monotonic(), message_id))
+    def page(self, messages: list[dict], through: int) -> None:
+        """A page from the database (`joined`): complete up to number `through`."""
+        if messages:
+            self.since = max(self.since or 0, messages[-1]["id"])
+        self.seq = max(self.seq, through)
         self._settle()
 
-    def since(self) -> int:
-        self._settle()
-        return self.confirmed
+    def live(self, message_id: int, seq: int) -> None:
+        if seq == self.seq + 1:
+            self.seq, self.since = seq, message_id
+            self._settle()
+        elif seq > self.seq:
+            self.ahead[seq] = message_id
+
+    @property
+    def has_gap(self) -> bool:
+        return bool(self.ahead)
 
     def _settle(self) -> None:
-        old = time.monotonic() - self.margin
-        while self.recent and self.recent[0][0] <= old:
-            self.confirmed = max(self.confirmed, self.recent.popleft()[1])
+        for seq in sorted(self.ahead):
+            if seq > self.seq + 1:
+                break
+            message_id = self.ahead.pop(seq)
+            if seq == self.seq + 1:
+                self.seq, self.since = seq, max(self.since or 0, message_id)

@@ -1,8 +1,10 @@
 """Reads: what the pages, the socket and the API show."""
 
+from dataclasses import dataclass
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
 
 from chat.exceptions import MessageNotFound, RoomNotFound, UnknownUser
 from chat.models import Membership, Message, Room
@@ -121,6 +123,32 @@ def message_latest(*, room: Room, limit: int = HISTORY_PAGE_SIZE) -> list[Messag
     newest_first = list(message_queryset(room=room).order_by("-id")[:limit])
     newest_first.reverse()
     return newest_first
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: list[Message]  # oldest first
+    # Every visible message numbered (seq) up to this is in `messages`, or
+    # at or before the id the page was asked after.
+    through: int
+
+
+def message_page(*, room: Room, since: int | None) -> Page:
+    """What a `join` sends: the latest messages, or the next catch-up page after id `since`.
+
+    A full catch-up page (CATCH_UP_PAGE_SIZE) means there may be more.
+    """
+    # The room's last number, read before the page: every message numbered up
+    # to it had committed (posts take their numbers one at a time, holding
+    # the room until their commit), so the page holds all the visible ones.
+    last_seq = room.messages.aggregate(last=Max("seq"))["last"] or 0
+    if since is None:
+        messages = message_latest(room=room)
+        return Page(messages, max([last_seq, *(m.seq for m in messages[-1:])]))
+    messages = message_since(room=room, since=since)
+    if len(messages) >= CATCH_UP_PAGE_SIZE:
+        return Page(messages, messages[-1].seq)
+    return Page(messages, max([last_seq, *(m.seq for m in messages[-1:])]))
 
 
 def message_since(*, room: Room, since: int, limit: int = CATCH_UP_PAGE_SIZE) -> list[Message]:

@@ -199,12 +199,19 @@ def message_post(
     process's one database thread for a channel-layer round trip per message.
     """
     message_validate_body(body)
-    # One query for everything that may forbid the post, with the room's
-    # current state (the caller's Room may be older than a lock).
-    membership = Membership.objects.select_related("room").filter(user=user, room=room).first()
-    message_check_allowed(membership, user)
     try:
         with transaction.atomic():
+            # One query for everything that may forbid the post, with the
+            # room's current state (the caller's Room may be older than a
+            # lock); it also locks the room's row until the commit, so that
+            # the room's messages take their numbers (seq) one at a time.
+            membership = (
+                Membership.objects.select_related("room")
+                .select_for_update(of=("room",))
+                .filter(user=user, room=room)
+                .first()
+            )
+            message_check_allowed(membership, user)
             message = Message.objects.create(room=room, user=user, body=body, client_id=client_id)
             # After commit: a rolled-back message must never reach a screen,
             # nor be counted.

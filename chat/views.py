@@ -19,13 +19,15 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
         room = selectors.room_get_visible(slug=slug, user=request.user)
     except RoomNotFound:
         raise Http404("No such room.") from None
-    history = selectors.message_latest(room=room)
+    page = selectors.message_page(room=room, since=None)
     context = {
         "room": room,
         "can_moderate": room.my_role in MANAGERS or is_staff(request.user),
-        "history": history,
-        # The page hands its messages to chat.js in the wire format, so that
-        # the script knows the last id to resume from.
-        "initial": [protocol.message_payload(message) for message in history],
+        "history": page.messages,
+        # The page hands its messages to chat.js in the wire format, with how
+        # far they are complete (as a `joined` frame), so that the script
+        # knows where to resume from.
+        "initial": [protocol.message_payload(message) for message in page.messages],
+        "initial_seq": page.through,
     }
     return render(request, "chat/room.html", context)

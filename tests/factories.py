@@ -6,6 +6,7 @@ import itertools
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Max
 
 from chat.models import Membership, Message, Room
 
@@ -37,6 +38,7 @@ def make_member(
 
 
 def make_messages(room: Room, user: AbstractBaseUser, count: int) -> list[Message]:
+    last = room.messages.aggregate(last=Max("seq"))["last"] or 0
     return Message.objects.bulk_create(
-        Message(room=room, user=user, body=f"message {i}") for i in range(count)
+        Message(room=room, user=user, body=f"message {i}", seq=last + 1 + i) for i in range(count)
     )

@@ -66,7 +66,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = ["id", "room", "user", "body", "created", "client_id"]
+        fields = ["id", "seq", "room", "user", "body", "created", "client_id"]
         read_only_fields = fields
 
     def to_representation(self, instance: Message) -> dict:

@@ -4,6 +4,7 @@
 
 (() => {
   const CATCH_UP_PAGE_SIZE = 100; // a page this full means more may be missing
+  const GAP_WAIT_MS = 1000; // a gap in a room's numbers still open after this is filled by a join
   const TYPING_REFRESH_MS = 3000; // resend "typing: true" at most this often
   const TYPING_IDLE_MS = 4000; // then "typing: false" after this long idle
   const TYPING_STALE_MS = 6000; // forget someone else's typing after this
@@ -42,10 +43,15 @@
     ids: new Set(),
     minId: null, // the lowest id shown (deleted or not): older history is below it
     maxId: null, // the highest
-    // Everything up to this id is shown, with no gap: where a (re)join resumes.
-    // Not simply the highest id, because a live message can overtake a
-    // catch-up page that is still coming.
+    // The room's messages are numbered 1, 2, 3... (seq). Everything up to
+    // `syncedSeq` is shown (or hidden by a moderator), and a (re)join resumes
+    // after `syncedId`, the last of them. A live message beyond a gap waits in
+    // `ahead` (seq -> id) until the gap fills: its predecessor's copy is late,
+    // or was lost, and then a join fetches it (docs/protocol.md).
+    syncedSeq: 0,
     syncedId: null,
+    ahead: new Map(),
+    gapTimer: null,
     joinSince: null, // the `since` of the join awaiting its answer
     pending: new Map(), // client_id -> {body, el}: sent, not yet echoed
     online: [],
@@ -187,6 +193,7 @@
     }
     // The page holds the latest messages, with no gap: resume after them.
     state.syncedId = state.maxId;
+    state.syncedSeq = readJson("initial-seq");
     // The server rendered the times in UTC; show them in the reader's zone.
     dom.list.querySelectorAll("time.msg-time").forEach(localizeTime);
     for (const item of dom.list.querySelectorAll(".msg[data-id]")) {
@@ -585,17 +592,15 @@
       if (state.joinedBefore) refreshRoomState();
       state.joinedBefore = true;
     }
+    if (page.length > 0) state.syncedId = Math.max(state.syncedId ?? 0, page[page.length - 1].id);
+    state.syncedSeq = Math.max(state.syncedSeq, frame.seq);
+    settleAhead();
     if (state.joinSince != null && page.length === CATCH_UP_PAGE_SIZE) {
-      // More may be missing: ask from the end of this page, not from the
-      // highest id shown, which a live message may have moved past the gap.
-      state.syncedId = page[page.length - 1].id;
-      sendJoin();
+      sendJoin(); // more may be missing
       return;
     }
-    // Caught up: every message from here on arrives live, so nothing shown
-    // has a gap before it.
-    state.syncedId = state.maxId;
     state.live = true;
+    watchForGap();
     setStatus("live");
     resendPending();
   }
@@ -604,9 +609,44 @@
     const nearBottom = isNearBottom();
     settlePending(message);
     forgetTyper(message.user);
+    noteLive(message);
     if (!addMessage(message)) return;
-    if (state.live) state.syncedId = Math.max(state.syncedId ?? 0, message.id);
     if (nearBottom || message.user === state.me) scrollToBottom();
+  }
+
+  function noteLive(message) {
+    if (message.seq === state.syncedSeq + 1) {
+      state.syncedSeq = message.seq;
+      state.syncedId = Math.max(state.syncedId ?? 0, message.id);
+      settleAhead();
+    } else if (message.seq > state.syncedSeq) {
+      state.ahead.set(message.seq, message.id);
+      watchForGap();
+    }
+  }
+
+  // Moves the synced point over the waiting numbers that now follow it.
+  function settleAhead() {
+    for (const seq of [...state.ahead.keys()].sort((a, b) => a - b)) {
+      if (seq > state.syncedSeq + 1) break;
+      if (seq === state.syncedSeq + 1) {
+        state.syncedSeq = seq;
+        state.syncedId = Math.max(state.syncedId ?? 0, state.ahead.get(seq));
+      }
+      state.ahead.delete(seq);
+    }
+  }
+
+  // A gap that does not close by itself soon is filled from the database.
+  function watchForGap() {
+    if (state.gapTimer != null || state.ahead.size === 0) return;
+    state.gapTimer = setTimeout(() => {
+      state.gapTimer = null;
+      if (state.ahead.size > 0 && state.live) {
+        state.live = false;
+        sendJoin();
+      }
+    }, GAP_WAIT_MS);
   }
 
   function onError(frame) {

@@ -44,7 +44,8 @@ def test_history_is_newest_first_in_the_socket_shape(member, room):
     page = api_client(member).get(f"/api/rooms/{room.slug}/messages/").json()
     assert set(page) == {"next", "previous", "results"}
     assert [m["id"] for m in page["results"]] == [m.id for m in reversed(stored)]
-    assert set(page["results"][0]) == {"id", "room", "user", "body", "created", "client_id"}
+    assert [m["seq"] for m in page["results"]] == [3, 2, 1]
+    assert set(page["results"][0]) == {"id", "seq", "room", "user", "body", "created", "client_id"}
 
 
 def test_paging_1000_messages_both_ways_yields_each_once_in_order(member, room):

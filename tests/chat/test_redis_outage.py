@@ -99,7 +99,7 @@ async def test_a_message_the_layer_refused_goes_out_once_redis_takes_it(private_
     admin.acl_setuser("admin", enabled=True, passwords=["+admin"], commands=["+@all"], keys=["*"])
     admin = redis.Redis.from_url(private_redis.url, username="admin", password="admin")
     admin.acl_setuser("default", enabled=True, nopass=True, commands=["-@all"])
-    frame = {"type": "message", "room": room.slug, "id": 42, "body": "hello"}
+    frame = {"type": "message", "room": room.slug, "id": 42, "seq": 1, "body": "hello"}
     assert await events.aroom_broadcast(room.id, frame) is False
 
     admin.acl_setuser("default", enabled=True, nopass=True, commands=["+@all"])

@@ -15,7 +15,7 @@ async def test_join_answers_with_latest_50_messages_oldest_first(channel_backend
         joined = await client.join(room.slug)
     assert [m["id"] for m in joined["messages"]] == [m.id for m in stored[-50:]]
     first = joined["messages"][0]
-    assert set(first) == {"id", "room", "user", "body", "created", "client_id"}
+    assert set(first) == {"id", "seq", "room", "user", "body", "created", "client_id"}
     assert first["room"] == room.slug
     assert first["user"] == "alice"
     assert first["created"].endswith("Z")
