@@ -50,7 +50,7 @@ system-deps:
 ## chaos: the chaos test, bigger than in `make test` (CHAOS_CLIENTS, CHAOS_SECONDS)
 chaos: $(VENV)/.dev
 	DEBUG=1 DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
-		CHAOS_CLIENTS=$${CHAOS_CLIENTS:-40} CHAOS_SECONDS=$${CHAOS_SECONDS:-60} \
+		CHAOS_CLIENTS=$${CHAOS_CLIENTS:-24} CHAOS_SECONDS=$${CHAOS_SECONDS:-60} \
 		$(BIN)/pytest tests/test_chaos.py -m chaos -s -p no:cacheprovider
 
 clean:

@@ -5,8 +5,8 @@ reconnect with exponential backoff and full jitter, rejoin every room with
 `since`, catch up page by page, drop duplicates by id, resend unacknowledged
 messages with their original `client_id`, and hand messages over in each
 room's order (`seq`): a message beyond a gap waits for the missing one, and a
-gap still open after GAP_WAIT seconds is filled from the database (a `join`
-with `since`).
+gap still open after GAP_WAIT seconds (longer while gaps keep coming) is
+filled from the database (a `join` with `since`).
 
     client = ChatClient("ws://127.0.0.1:8000/ws/chat/", token=access, rooms=["general"])
     runner = asyncio.create_task(client.run())
@@ -35,7 +35,10 @@ from chat.resume import Stream
 logger = logging.getLogger(__name__)
 
 CATCH_UP_PAGE_SIZE = 100  # a joined page this full means there may be more
-GAP_WAIT = 0.5  # seconds a gap may stay open before it is filled from the database
+# Seconds a gap may stay open before it is filled from the database; doubled
+# (up to GAP_WAIT_MAX) while gaps keep coming back, as they do when the server
+# is behind: then a join for every gap would only add to its load.
+GAP_WAIT, GAP_WAIT_MAX = 0.5, 8.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class RoomState:
     seen: set[int] = field(default_factory=set)
     waiting: dict[int, dict] = field(default_factory=dict)  # live, not handed over: seq -> message
     gap_check: asyncio.TimerHandle | None = None
+    gap_wait: float = GAP_WAIT
 
 
 class ChatClient:
@@ -201,19 +205,22 @@ class ChatClient:
         state = self.rooms[room]
         for seq in sorted(seq for seq in state.waiting if seq <= state.stream.seq):
             self._deliver(state, state.waiting.pop(seq))
+        if not state.waiting and state.gap_check is None:
+            state.gap_wait = GAP_WAIT  # caught up by itself
 
     def _watch_gap(self, room: str) -> None:
         """A gap that does not close by itself soon is filled from the database."""
         state = self.rooms[room]
         if state.waiting and state.gap_check is None:
             loop = asyncio.get_running_loop()
-            state.gap_check = loop.call_later(GAP_WAIT, self._check_gap, room)
+            state.gap_check = loop.call_later(state.gap_wait, self._check_gap, room)
 
     def _check_gap(self, room: str) -> None:
         state = self.rooms[room]
         state.gap_check = None
         if state.waiting and not state.syncing and self._socket is not None:
             state.syncing = True
+            state.gap_wait = min(state.gap_wait * 2, GAP_WAIT_MAX)
             self._tasks.add(task := asyncio.ensure_future(self._join(room, state.stream.since)))
             task.add_done_callback(self._tasks.discard)
 
