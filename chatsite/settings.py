@@ -166,7 +166,19 @@ if REDIS_URL:
             # channels-redis, riding out Redis restarts (chat/layers.py).
             "BACKEND": "chat.layers.ResilientRedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                        # channels-redis blocks 5 s in BZPOPMIN waiting for
+                        # messages, and redis-py 8 gives up on a read after 5 s
+                        # by default: every quiet receive would then fail, and
+                        # read as Redis lost (chat.layers). Longer than the pop;
+                        # still a bound on a dead connection.
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 3,
+                    }
+                ],
                 "prefix": f"{REDIS_PREFIX}:layer",
                 # A slow socket must not make the layer drop other sockets'
                 # messages: give each channel room for a burst.

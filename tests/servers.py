@@ -37,7 +37,8 @@ class DaphneProcess:
     """chatsite.asgi served by Daphne in a child process, on a fixed port so
     that it can be restarted where clients expect it."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, *daphne_args: str, **env: str) -> None:
+        self.daphne_args = list(daphne_args)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Marks the process's PostgreSQL sessions, to wait for them to end.
@@ -55,7 +56,7 @@ class DaphneProcess:
     def start(self) -> None:
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
         self.process = subprocess.Popen(
-            [*command, "chatsite.asgi:application"],
+            [*command, *self.daphne_args, "chatsite.asgi:application"],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,
