@@ -14,6 +14,7 @@ Each socket keeps its own channel for what is addressed to its user
 """
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from typing import Protocol
@@ -42,6 +43,7 @@ class RoomFanout:
         # join and last leave from crossing each other.
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
+        self.closing = False
 
     async def join(self, room_id: int, socket: RoomSocket) -> None:
         """Subscribe `socket` to the room; returns once its events will arrive."""
@@ -80,7 +82,7 @@ class RoomFanout:
         me = asyncio.current_task()
         # Not `while True`: a cancellation that lands inside channels-redis's
         # blocking pop can be swallowed there; the task must still end.
-        while not me.cancelling():
+        while not (self.closing or me.cancelling()):
             event = await self.layer.receive(self.channel)
             try:
                 if event["type"] == events.ROOM_EVENT:
@@ -91,6 +93,21 @@ class RoomFanout:
                 # One bad event or socket must not end every room's delivery
                 # in this process.
                 logger.exception("room fan-out failed on a %s event", event.get("type"))
+
+    async def close(self, timeout: float = 5) -> None:
+        """Stop receiving, before the event loop ends (tests run a loop each).
+
+        Cancelling is not enough: channels-redis can swallow a cancellation
+        inside its blocking pop and keep waiting. A message to our own channel
+        ends that wait, and `closing` ends the loop.
+        """
+        if self.task is None or self.task.done():
+            return
+        self.closing = True
+        self.task.cancel()
+        with contextlib.suppress(*events.LAYER_ERRORS):
+            await self.layer.send(self.channel, {"type": "fanout.closed"})
+        await asyncio.wait({self.task}, timeout=timeout)
 
     async def _deliver(self, event: dict) -> None:
         exclude = event.get("exclude")
@@ -118,8 +135,18 @@ def get_fanout() -> RoomFanout:
     layer = get_channel_layer()
     fanout = _fanouts.get(loop)
     if fanout is None or fanout.layer is not layer:
-        if fanout is not None and fanout.task is not None:
-            fanout.task.cancel()  # the settings changed layers (tests)
+        if fanout is not None:
+            # The settings changed layers (tests): the old one stops.
+            fanout.closing = True
+            if fanout.task is not None:
+                fanout.task.cancel()
         fanout = RoomFanout(layer)
         _fanouts[loop] = fanout
     return fanout
+
+
+async def close_fanout() -> None:
+    """Stop this event loop's fan-out, if it has one."""
+    fanout = _fanouts.get(asyncio.get_running_loop())
+    if fanout is not None:
+        await fanout.close()

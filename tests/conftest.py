@@ -3,9 +3,11 @@ import shutil
 import uuid
 
 import pytest
+import pytest_asyncio
 import redis
 from django.conf import settings
 
+from chat.fanout import close_fanout
 from chat.models import Room
 from chat.sharedstate import reset_shared_stores
 from tests.factories import make_room, make_user
@@ -69,6 +71,14 @@ def _isolated_shared_state(settings):
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _fanout_stops_with_the_loop():
+    """Each test's event loop ends with it: the loop's room fan-out stops first
+    (chat.fanout.close), or a receive stuck in channels-redis hangs the teardown."""
+    yield
+    await close_fanout()
 
 
 @pytest.fixture(params=["memory", "redis"])
