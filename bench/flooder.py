@@ -92,9 +92,14 @@ async def flood(ws, args: argparse.Namespace, counts: Counts) -> dict:
         due = int((now - start) * args.rate) if now >= start else 0
         if due > n:
             lag_max = max(lag_max, (due - n) / args.rate)
-        while n < due:
+        while n < due and not counts.closed:
             kind = MIX[n % len(MIX)]
-            await ws.send(frame_text(kind, args.room, f"f{args.phase}-{n}"))
+            try:
+                await ws.send(frame_text(kind, args.room, f"f{args.phase}-{n}"))
+            except ConnectionClosed as exc:
+                # The server closed the flood (too_many_errors): what it is for.
+                counts.closed = counts.closed or f"{exc.rcvd.code if exc.rcvd else '?'} {exc}"
+                break
             counts.sent[kind] += 1
             n += 1
         await asyncio.sleep(min(0.05, start - now) if now < start else 0.001)
