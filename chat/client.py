@@ -205,20 +205,20 @@ class ChatClient:
         state = self.rooms[room]
         for seq in sorted(seq for seq in state.waiting if seq <= state.stream.seq):
             self._deliver(state, state.waiting.pop(seq))
-        if not state.waiting and state.gap_check is None:
+        if not state.stream.has_gap and state.gap_check is None:
             state.gap_wait = GAP_WAIT  # caught up by itself
 
     def _watch_gap(self, room: str) -> None:
         """A gap that does not close by itself soon is filled from the database."""
         state = self.rooms[room]
-        if state.waiting and state.gap_check is None:
+        if state.stream.has_gap and state.gap_check is None:
             loop = asyncio.get_running_loop()
             state.gap_check = loop.call_later(state.gap_wait, self._check_gap, room)
 
     def _check_gap(self, room: str) -> None:
         state = self.rooms[room]
         state.gap_check = None
-        if state.waiting and not state.syncing and self._socket is not None:
+        if state.stream.has_gap and not state.syncing and self._socket is not None:
             state.syncing = True
             state.gap_wait = min(state.gap_wait * 2, GAP_WAIT_MAX)
             self._tasks.add(task := asyncio.ensure_future(self._join(room, state.stream.since)))

@@ -144,11 +144,13 @@ def message_page(*, room: Room, since: int | None) -> Page:
     last_seq = room.messages.aggregate(last=Max("seq"))["last"] or 0
     if since is None:
         messages = message_latest(room=room)
-        return Page(messages, max([last_seq, *(m.seq for m in messages[-1:])]))
-    messages = message_since(room=room, since=since)
-    if len(messages) >= CATCH_UP_PAGE_SIZE:
-        return Page(messages, messages[-1].seq)
-    return Page(messages, max([last_seq, *(m.seq for m in messages[-1:])]))
+    else:
+        messages = message_since(room=room, since=since)
+        if len(messages) >= CATCH_UP_PAGE_SIZE:
+            # More may follow: complete only up to this page's last message.
+            return Page(messages, messages[-1].seq)
+    # Complete up to the room's last number (hidden messages keep theirs).
+    return Page(messages, max(last_seq, messages[-1].seq if messages else 0))
 
 
 def message_since(*, room: Room, since: int, limit: int = CATCH_UP_PAGE_SIZE) -> list[Message]:
