@@ -14,8 +14,10 @@ ports with a database of its own.
 """
 
 import argparse
+import grp
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -258,6 +260,17 @@ def daphne_start(stack: Stack, port: int) -> subprocess.Popen:
     return process
 
 
+def _checkout_owner() -> str:
+    """Who nginx's workers run as when started as root: the checkout's owner.
+
+    They read the collected static files from the checkout; `nobody` cannot
+    when the checkout sits in a private directory (as `mktemp -d` makes), and
+    nginx then quietly hands every static request to Daphne.
+    """
+    info = BASE_DIR.stat()
+    return f"{pwd.getpwuid(info.st_uid).pw_name} {grp.getgrgid(info.st_gid).gr_name}"
+
+
 def _render(template: Path, values: Mapping[str, str]) -> str:
     """Replace ${NAME} placeholders, the way envsubst does in the nginx image."""
     text = template.read_text()
@@ -285,8 +298,7 @@ def nginx_render(stack: Stack) -> Path:
         },
     )
     (stack.state_dir / "site.conf").write_text(site)
-    # As root, nginx's workers would otherwise run as root too.
-    user = "user nobody nogroup;" if os.geteuid() == 0 else ""
+    user = f"user {_checkout_owner()};" if os.geteuid() == 0 else ""
     main = _render(
         DEPLOY_DIR / "stack-nginx.conf.template",
         {"STACK_DIR": str(stack.state_dir), "STACK_USER": user},
