@@ -12,9 +12,12 @@ measures; `bench/run.py` passes them). It
 2. times `GET /api/rooms/history-1m/messages/` over HTTP on loopback, one
    keep-alive connection, requests one after another, for four pages: the
    latest, `?before=<id>` near the start of the room, the `next` cursor of
-   that page (a deep cursor), and `?after=<id>` in the middle. These are
-   client-side times over loopback (Daphne logs no request durations), so they
-   include Daphne and the socket round trip;
+   that page (a deep cursor), and `?after=<id>` in the middle: at the client
+   over loopback (Daphne and the socket round trip included), and **at the
+   server**: each request carries an `X-Request-ID` naming its page, and the
+   server's own request log (`--server-log`, JSON lines from
+   chatsite.requestlog) gives its `duration_ms`, from the request entering
+   Django's middleware to the response leaving it;
 3. runs the same pages in-process through Django's test client against the
    same database: the time of the Django/DRF stack and its queries without
    Daphne (the closest to "at the server"), and the number of SQL queries per
@@ -54,6 +57,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from rest_framework_simplejwt.tokens import AccessToken  # noqa: E402
 
 from chat.models import Membership, Message, Room  # noqa: E402
+from chatsite.requestlog import HEADER  # noqa: E402
 
 ROOM_SLUG = "history-1m"
 USERNAME = "history-bench"
@@ -165,17 +169,22 @@ class HttpTimer:
         self.host, self.port = parts.hostname, parts.port or 80
         self.headers = {"Authorization": f"Bearer {token}", "Host": parts.netloc}
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        self.run_id = os.urandom(4).hex()  # this run's request ids, in a log that may hold others
 
-    def get(self, path: str) -> tuple[int, bytes, float]:
+    def request_id(self, page: str, i: int) -> str:
+        return f"bh-{self.run_id}-{page}-{i}"
+
+    def get(self, path: str, request_id: str | None = None) -> tuple[int, bytes, float]:
+        headers = self.headers if request_id is None else {**self.headers, HEADER: request_id}
         started = time.perf_counter()
         try:
-            self.conn.request("GET", path, headers=self.headers)
+            self.conn.request("GET", path, headers=headers)
             response = self.conn.getresponse()
             body = response.read()
         except (http.client.HTTPException, OSError):
             self.conn.close()  # the server closed a kept-alive connection: once more
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-            self.conn.request("GET", path, headers=self.headers)
+            self.conn.request("GET", path, headers=headers)
             response = self.conn.getresponse()
             body = response.read()
         return response.status, body, (time.perf_counter() - started) * 1000
@@ -186,14 +195,15 @@ class HttpTimer:
             raise RuntimeError(f"GET {path}: HTTP {status} {body[:300]!r}")
         return json.loads(body).get("next")
 
-    def time_page(self, path: str, requests: int) -> dict:
+    def time_page(self, name: str, path: str, requests: int) -> dict:
         statuses: dict[int, int] = {}
         times: list[float] = []
         results = None
         for i in range(WARMUP_REQUESTS + requests):
-            status, body, ms = self.get(path)
+            timed = i >= WARMUP_REQUESTS
+            status, body, ms = self.get(path, self.request_id(name, i) if timed else None)
             statuses[status] = statuses.get(status, 0) + 1
-            if i >= WARMUP_REQUESTS:
+            if timed:
                 times.append(ms)
             if results is None and status == 200:
                 results = len(json.loads(body).get("results", []))
@@ -203,6 +213,22 @@ class HttpTimer:
             "statuses": statuses,
             **summary_ms(times),
         }
+
+
+def server_durations(log: Path, prefix: str) -> list[float]:
+    """`duration_ms` of the requests whose id starts with `prefix`, from the server's log."""
+    durations = []
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if prefix not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # Daphne's own access lines are not JSON
+            if str(record.get("request_id", "")).startswith(prefix) and "duration_ms" in record:
+                durations.append(float(record["duration_ms"]))
+    return durations
 
 
 def in_process(path: str, token: str, requests: int) -> dict:
@@ -243,6 +269,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=1000, help="timed HTTP requests per page")
     parser.add_argument("--in-process-requests", type=int, default=300)
+    parser.add_argument(
+        "--server-log", help="the server's log (JSON lines), for the durations at the server"
+    )
     parser.add_argument("--out", help="write the result as JSON here")
     args = parser.parse_args()
     if urlsplit(args.url).hostname not in {"127.0.0.1", "localhost", "::1"}:
@@ -260,11 +289,17 @@ def main() -> None:
     chosen = pages(seeded["first_id"], seeded["last_id"], timer.next_of)
     result: dict = {"seed": seeded, "page_size": PAGE_SIZE, "pages": {}}
     for name, path in chosen.items():
-        over_http = timer.time_page(path, args.requests)
+        over_http = timer.time_page(name, path, args.requests)
         stack = in_process(path, token, args.in_process_requests)
         result["pages"][name] = {"http_loopback_ms": over_http, "in_process_ms": stack}
+        at_server = ""
+        if args.server_log:
+            time.sleep(0.5)  # the last lines reach the file
+            server = summary_ms(server_durations(Path(args.server_log), timer.request_id(name, "")))
+            result["pages"][name]["server_ms"] = server
+            at_server = f"server p50 {server['p50']} p99 {server['p99']} ms (n={server['n']}); "
         print(
-            f"history: {name:13} http p50 {over_http['p50']} p99 {over_http['p99']} ms; "
+            f"history: {name:13} {at_server}http p50 {over_http['p50']} p99 {over_http['p99']} ms; "
             f"in-process p50 {stack['p50']} p99 {stack['p99']} ms; {stack['queries']} queries; "
             f"{over_http['results_per_page']} results; statuses {over_http['statuses']}",
             flush=True,

@@ -350,19 +350,23 @@ def history_table(history: dict | None) -> str:
         "### History API at 1,000,000 messages (`history`)",
         "",
         f"Room `{seed.get('room')}`, ids {fmt(seed.get('first_id'))}..{fmt(seed.get('last_id'))},"
-        f" page_size {history.get('page_size')}. HTTP: one keep-alive client on loopback, "
-        "sequential, "
-        "measured at the client. In-process: Django's test client against the same database "
-        "(the Django/DRF stack and PostgreSQL, without Daphne).",
+        f" page_size {history.get('page_size')}. One keep-alive client on loopback, "
+        "sequential. At the server: the project's request log (`duration_ms`, Django's "
+        "middleware in to response out, in the Daphne process), matched by request id. HTTP: "
+        "measured at the client (adds Daphne's parsing and the loopback round trip). "
+        "In-process: Django's test client against the same database (the Django/DRF stack and "
+        "PostgreSQL, without Daphne).",
         "",
-        "| page | HTTP p50 ms | HTTP p99 ms | in-process p50 ms | in-process p99 ms "
-        "| SQL queries | results |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| page | server p50 ms | server p99 ms | HTTP p50 ms | HTTP p99 ms "
+        "| in-process p50 ms | in-process p99 ms | SQL queries | results |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, page in history.get("pages", {}).items():
         h, p = page["http_loopback_ms"], page["in_process_ms"]
+        s = page.get("server_ms", {})  # absent in runs before the server's log was read
         lines.append(
-            f"| {name} | {fmt(h['p50'])} | {fmt(h['p99'])} | {fmt(p['p50'])} | {fmt(p['p99'])} "
+            f"| {name} | {fmt(s.get('p50'))} | {fmt(s.get('p99'))} "
+            f"| {fmt(h['p50'])} | {fmt(h['p99'])} | {fmt(p['p50'])} | {fmt(p['p99'])} "
             f"| {p['queries']} | {fmt(h['results_per_page'])} |"
         )
     lines.append("")

@@ -369,6 +369,8 @@ def run_history(bench: Bench, env: dict) -> dict:
         requests,
         "--in-process-requests",
         "50" if bench.cfg.quick else "300",
+        "--server-log",
+        LOGS / f"{server.name}.log",
         "--out",
         out,
     ]
