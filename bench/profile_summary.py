@@ -50,6 +50,12 @@ WAITING = {
 # What a stack was doing, by the first rule whose text occurs in it (a
 # heuristic grouping for the project's Daphne; the raw stacks are in the file).
 ACTIVITIES = [
+    # Twisted's untilConcludes also wraps the socket's send() in doWrite:
+    # those samples are the socket write, not the log.
+    (
+        "socket write: Daphne, autobahn, Twisted",
+        ("handle_reply (daphne/", "autobahn/", "FileDescriptor.doWrite"),
+    ),
     (
         "writing the server log (Twisted logger, logging)",
         ("untilConcludes", "twisted/logger/", "logging/"),
@@ -58,7 +64,6 @@ ACTIVITIES = [
     ("presence (chat/presence.py)", ("chat/presence.py",)),
     ("channel layer: group_send / send", ("group_send", "RedisChannelLayer.send ")),
     ("channel layer: receive", ("RedisChannelLayer.receive", "ChannelLayer.receive")),
-    ("socket write: Daphne, autobahn, Twisted", ("handle_reply (daphne/", "autobahn/")),
     ("socket read: Twisted, autobahn, Daphne", ("dataReceived", "onMessage")),
     ("consumer dispatch (channels)", ("await_many_dispatch", "channels/consumer.py")),
     ("HTTP requests (Django, DRF)", ("django/core/handlers", "rest_framework/")),
