@@ -50,6 +50,10 @@ EXCEPTION_LINE = re.compile(
 SERVER_EXTRA_ENV = {
     "THROTTLE_AUTH": "1000000/minute",
     "THROTTLE_SEND": "1000000/minute",
+    # The socket's own per-user send limit (5 a second after a burst of 20)
+    # capped every sweep with 10 senders at 50 msg/s before this was set.
+    "SEND_RATE": "1000000",
+    "SEND_BURST": "1000000",
 }
 
 
@@ -214,6 +218,28 @@ def daphne(name: str, env: dict) -> Server:
         f"tcp:port={port}:interface=127.0.0.1:backlog=2048",
         "chatsite.asgi:application",
     ]
+    return Server(name, cmd, PROJECT, server_env, port)
+
+
+# The same application under uvicorn (docs/deploy.md, "uvicorn"): uvloop and
+# httptools, the websockets library's sans-I/O protocol, no compression
+# (Daphne offers none either), Daphne's backlog.
+UVICORN_ARGS = [
+    "--lifespan", "off",
+    "--loop", "uvloop",
+    "--http", "httptools",
+    "--ws", os.environ.get("BENCH_UVICORN_WS", "websockets-sansio"),
+    "--ws-per-message-deflate", "false",
+    "--backlog", "2048",
+    "--no-access-log",
+]  # fmt: skip
+
+
+def uvicorn(name: str, env: dict) -> Server:
+    port = procs.free_port()
+    server_env = dict(env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}")
+    cmd = [VENV_BIN / "uvicorn", "chatsite.asgi:application", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), *UVICORN_ARGS]
     return Server(name, cmd, PROJECT, server_env, port)
 
 
