@@ -6,6 +6,7 @@ or selector, reply. Business rules live in chat.services.
 
 import asyncio
 import logging
+import uuid
 
 from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
@@ -50,6 +51,10 @@ _room_page = database_sync_to_async(selectors.message_page)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # No channel of its own: what the layer brings (room frames, moderation's
+    # word to the user) reaches the socket through the process's fan-out.
+    channel_layer_alias = None
+
     async def dispatch(self, message: dict) -> None:
         # Channels >= 4.2 hops to a thread for aclose_old_connections() before
         # every handler, including each room event to each member: on a busy
@@ -67,12 +72,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # `serving`: its frames are read. A socket being closed by the server
         # is accepted but no longer served.
         self.accepted = self.serving = False
+        # Names this socket across processes: its seat, its presence entries,
+        # the sender to leave out of its own broadcasts.
+        self.socket_id = uuid.uuid4().hex
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close()  # before accept: the handshake is refused (403)
             return
         self.seats = get_seats()
-        if not await self.seats.take(user.pk, self.channel_name):
+        if not await self.seats.take(user.pk, self.socket_id):
             await self._refuse(
                 TooManySockets(f"At most {settings.MAX_SOCKETS_PER_USER} connections per account.")
             )
@@ -89,7 +97,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.fanout = get_fanout()
         self.error_budget = TokenBucket(settings.SOCKET_ERROR_RATE, settings.SOCKET_ERROR_BURST)
         # Moderation reaches all of a user's sockets, in every process, here.
-        await self._subscribe(events.user_group(user.pk))
+        await self.fanout.join(events.user_group(user.pk), self)
         await self.accept()
         self.opened_at = observe.socket_opened(user_id=user.pk)
         self.heartbeat = asyncio.create_task(self._heartbeat())
@@ -112,8 +120,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # refused
         observe.socket_closed(user_id=self.user.pk, code=code, opened_at=self.opened_at)
         self.heartbeat.cancel()
-        await self.seats.release(self.user.pk, self.channel_name)
-        await self._unsubscribe(events.user_group(self.user.pk))
+        await self.seats.release(self.user.pk, self.socket_id)
+        await self.fanout.leave(events.user_group(self.user.pk), self)
         for room in list(self.rooms.values()):
             await self._leave(room)
 
@@ -160,17 +168,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             room = await _room_enter(self.user, command.room)
             # Subscribed before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
-            await self.fanout.join(room.id, self)
+            await self.fanout.join(events.room_group(room.id), self)
             self.rooms[room.slug] = room
             observe.room_joined()
             page = await _room_page(room=room, since=command.since)
-            joined = await self.presence.add(room.id, self.username, self.channel_name)
+            joined = await self.presence.add(room.id, self.username, self.socket_id)
             online = joined.online
             if joined.first:
                 await events.aroom_broadcast(
                     room.id,
                     protocol.presence_frame(room=room.slug, user=self.username, online=True),
-                    exclude=self.channel_name,
+                    exclude=self.socket_id,
                 )
         frame = protocol.joined_frame(
             room=room.slug, online=online, messages=page.messages, seq=page.through
@@ -203,7 +211,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # acknowledgement, which the sender gets directly, not through the
         # layer. Had the process died in between, the missing ack makes the
         # client resend, and the message goes out then.
-        await events.aroom_broadcast(room.id, frame, exclude=self.channel_name)
+        await events.aroom_broadcast(room.id, frame, exclude=self.socket_id)
         self._stream(room.slug).live(message.id, message.seq)
         await self.send_frame(frame)
 
@@ -212,7 +220,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await events.aroom_broadcast(
             room.id,
             protocol.typing_frame(room=room.slug, user=self.username, typing=command.typing),
-            exclude=self.channel_name,
+            exclude=self.socket_id,
         )
 
     async def delete(self, command: protocol.Delete) -> None:
@@ -251,12 +259,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if len(page.messages) < selectors.CATCH_UP_PAGE_SIZE:
                     break
 
-    # --- events from the channel layer --------------------------------------------------
+    # --- events to the user, from this process's fan-out ------------------------------------
 
-    async def layer_recovered(self, event: dict) -> None:
-        """Redis was away (maybe restarted empty): this socket's own group may be gone.
-        Its rooms are the fan-out's to subscribe again."""
-        await self._subscribe(events.user_group(self.user.pk))
+    async def user_event(self, event: dict) -> None:
+        if event["type"] == events.USER_REMOVED:
+            await self.user_removed(event)
+        elif event["type"] == events.USER_DISCONNECT:
+            await self.user_disconnect(event)
 
     async def user_removed(self, event: dict) -> None:
         """Banned or removed from a room: leave it at once, and say why."""
@@ -283,25 +292,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except KeyError:
             raise NotJoined(f"You have not joined {slug!r} on this connection.") from None
 
-    async def _subscribe(self, group: str) -> None:
-        try:
-            await self.channel_layer.group_add(group, self.channel_name)
-        except events.LAYER_ERRORS:
-            # Redis is away: the layer tells us when it is back (layer_recovered).
-            logger.warning("could not subscribe to %s", group, exc_info=True)
-
-    async def _unsubscribe(self, group: str) -> None:
-        try:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        except events.LAYER_ERRORS:
-            logger.warning("could not unsubscribe from %s", group, exc_info=True)
-
     async def _leave(self, room: Room) -> None:
         del self.rooms[room.slug]
         observe.room_left()
         self.streams.pop(room.slug, None)
-        await self.fanout.leave(room.id, self)
-        if await self.presence.remove(room.id, self.username, self.channel_name):
+        await self.fanout.leave(events.room_group(room.id), self)
+        if await self.presence.remove(room.id, self.username, self.socket_id):
             await events.aroom_broadcast(
                 room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)
             )
@@ -311,8 +307,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         interval = settings.PRESENCE_TTL / 3
         while True:
             await asyncio.sleep(interval)
-            await self.seats.renew(self.user.pk, self.channel_name)
+            await self.seats.renew(self.user.pk, self.socket_id)
             if self.rooms:
                 await self.presence.refresh(
-                    [room.id for room in self.rooms.values()], self.username, self.channel_name
+                    [room.id for room in self.rooms.values()], self.username, self.socket_id
                 )

@@ -1,6 +1,8 @@
 """Room and user broadcasts: the one place that talks to the channel layer's groups.
 
-A room's sockets sit in the group `room.<id>`, each user's in `user.<id>`.
+A room's sockets are reached through the group `room.<id>`, each user's
+through `user.<id>`; each process subscribes once per group for its sockets
+(chat.fanout).
 Each room event carries the frame already encoded, so a room of N members
 costs one JSON encoding, not N.
 
@@ -27,6 +29,7 @@ ROOM_EVENT = "room.frame"
 # Events to every socket of one user (in every process): moderation's reach.
 USER_REMOVED = "user.removed"
 USER_DISCONNECT = "user.disconnect"
+USER_EVENTS = frozenset({USER_REMOVED, USER_DISCONNECT})
 LAYER_ERRORS = (RedisError, OSError, ChannelFull)
 
 
@@ -111,10 +114,11 @@ def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> 
 
 def user_removed_from_room(user_id: int, *, room_slug: str, reason: str) -> bool:
     """Every socket of the user leaves the room at once (a ban)."""
-    event = {"type": USER_REMOVED, "room": room_slug, "reason": reason}
+    event = {"type": USER_REMOVED, "user_id": user_id, "room": room_slug, "reason": reason}
     return async_to_sync(_group_send)(user_group(user_id), event)
 
 
 def user_disconnect(user_id: int) -> bool:
     """Every socket of the user closes (a deactivated account)."""
-    return async_to_sync(_group_send)(user_group(user_id), {"type": USER_DISCONNECT})
+    event = {"type": USER_DISCONNECT, "user_id": user_id}
+    return async_to_sync(_group_send)(user_group(user_id), event)

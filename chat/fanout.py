@@ -1,16 +1,22 @@
-"""Room fan-out: one channel-layer subscription per room per process.
+"""The process's fan-out: one channel-layer subscription per group per process.
 
-A straightforward Channels app puts every socket's own channel in the room's
-group, so a message to a room of N costs N layer messages (N Redis pushes and
-pops with channels-redis) and N consumer dispatches, each a queue, a task
-wake-up and a handler lookup. Here each server process subscribes once per
-room, on behalf of the sockets it holds, and hands each event (its frame
-encoded once, chat.events) to those sockets directly: per socket, only the
-WebSocket write is left. A message is one publish per room whatever its size
-(the group holds one channel per process). Measured in docs/performance.md.
+A straightforward Channels app gives every socket a channel of its own and
+puts it in its room's group, so a message to a room of N costs N layer
+messages (N Redis pushes and pops with channels-redis) and N consumer
+dispatches, each a queue, a task wake-up and a handler lookup. Here each
+server process holds one channel, subscribes it once to each group its
+sockets need, and hands each event to those sockets directly:
 
-Each socket keeps its own channel for what is addressed to its user
-(chat.events.user_group: bans, deactivation).
+- `room.<id>`: the room's frames, each encoded once (chat.events); per
+  socket, only the WebSocket write is left. A message is one publish per room
+  whatever its size (the group holds one channel per process).
+- `user.<id>`: what moderation tells every socket of a user (a ban, a
+  deactivated account), in every process.
+
+So sockets have no channel of their own (ChatConsumer.channel_layer_alias):
+no receive task per socket waiting on the layer, whose cancellation
+channels-redis can swallow and leave the closed socket's consumer waiting
+forever. Measured in docs/performance.md.
 """
 
 import asyncio
@@ -26,57 +32,59 @@ from chat import events
 logger = logging.getLogger(__name__)
 
 
-class RoomSocket(Protocol):
-    channel_name: str
+class Socket(Protocol):
+    socket_id: str
 
     async def room_event(self, event: dict) -> None: ...
+
+    async def user_event(self, event: dict) -> None: ...
 
     async def catch_up(self) -> None: ...
 
 
-class RoomFanout:
+class Fanout:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
         self.channel: str | None = None
-        self.members: dict[int, set[RoomSocket]] = {}  # room id -> this process's sockets
-        # Subscribing and unsubscribing one at a time keeps a room's first
+        self.members: dict[str, set[Socket]] = {}  # group -> this process's sockets in it
+        # Subscribing and unsubscribing one at a time keeps a group's first
         # join and last leave from crossing each other.
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
         self.closing = False
 
-    async def join(self, room_id: int, socket: RoomSocket) -> None:
-        """Subscribe `socket` to the room; returns once its events will arrive."""
+    async def join(self, group: str, socket: Socket) -> None:
+        """Subscribe `socket` to `group`; returns once its events will arrive."""
         async with self.lock:
             if self.channel is None:
                 self.channel = await self.layer.new_channel()
                 self.task = asyncio.create_task(self._receive_forever())
-            members = self.members.setdefault(room_id, set())
+            members = self.members.setdefault(group, set())
             if not members:
-                await self._subscribe(room_id)
+                await self._subscribe(group)
             members.add(socket)
 
-    async def leave(self, room_id: int, socket: RoomSocket) -> None:
+    async def leave(self, group: str, socket: Socket) -> None:
         async with self.lock:
-            members = self.members.get(room_id)
+            members = self.members.get(group)
             if members is None:
                 return
             members.discard(socket)
             if members:
                 return
-            del self.members[room_id]
+            del self.members[group]
             try:
-                await self.layer.group_discard(events.room_group(room_id), self.channel)
+                await self.layer.group_discard(group, self.channel)
             except events.LAYER_ERRORS:
-                logger.warning("could not unsubscribe from room %s", room_id, exc_info=True)
+                logger.warning("could not unsubscribe from %s", group, exc_info=True)
 
-    async def _subscribe(self, room_id: int) -> None:
+    async def _subscribe(self, group: str) -> None:
         try:
-            await self.layer.group_add(events.room_group(room_id), self.channel)
+            await self.layer.group_add(group, self.channel)
         except events.LAYER_ERRORS:
             # Redis is away: the layer says when it is back (layer.recovered),
-            # and then every room is subscribed again.
-            logger.warning("could not subscribe to room %s", room_id, exc_info=True)
+            # and then every group is subscribed again.
+            logger.warning("could not subscribe to %s", group, exc_info=True)
 
     async def _receive_forever(self) -> None:
         me = asyncio.current_task()
@@ -87,12 +95,15 @@ class RoomFanout:
             try:
                 if event["type"] == events.ROOM_EVENT:
                     await self._deliver(event)
+                elif event["type"] in events.USER_EVENTS:
+                    for socket in list(self.members.get(events.user_group(event["user_id"]), ())):
+                        await socket.user_event(event)
                 elif event["type"] == "layer.recovered":
                     await self._recover()
             except Exception:
                 # One bad event or socket must not end every room's delivery
                 # in this process.
-                logger.exception("room fan-out failed on a %s event", event.get("type"))
+                logger.exception("fan-out failed on a %s event", event.get("type"))
 
     async def close(self, timeout: float = 5) -> None:
         """Stop receiving, before the event loop ends (tests run a loop each).
@@ -111,16 +122,16 @@ class RoomFanout:
 
     async def _deliver(self, event: dict) -> None:
         exclude = event.get("exclude")
-        for socket in list(self.members.get(event["room_id"], ())):
-            if socket.channel_name != exclude:
+        for socket in list(self.members.get(events.room_group(event["room_id"]), ())):
+            if socket.socket_id != exclude:
                 await socket.room_event(event)
 
     async def _recover(self) -> None:
         """Redis came back (maybe empty): subscribe again, then let every socket
         fetch from the database what the layer dropped meanwhile."""
         async with self.lock:
-            for room_id in self.members:
-                await self._subscribe(room_id)
+            for group in self.members:
+                await self._subscribe(group)
         sockets = {socket for members in self.members.values() for socket in members}
         for socket in sockets:
             await socket.catch_up()
@@ -129,7 +140,7 @@ class RoomFanout:
 _fanouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def get_fanout() -> RoomFanout:
+def get_fanout() -> Fanout:
     """This event loop's fan-out (one per process in production; tests run several loops)."""
     loop = asyncio.get_running_loop()
     layer = get_channel_layer()
@@ -140,7 +151,7 @@ def get_fanout() -> RoomFanout:
             fanout.closing = True
             if fanout.task is not None:
                 fanout.task.cancel()
-        fanout = RoomFanout(layer)
+        fanout = Fanout(layer)
         _fanouts[loop] = fanout
     return fanout
 

@@ -1,0 +1,64 @@
+"""Sockets reach the channel layer only through their process's fan-out (chat.fanout)."""
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from chat import events
+from chat.fanout import get_fanout
+from tests.conftest import need_redis
+from tests.factories import make_member
+from tests.ws import connect
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+async def group_size(settings, group: str) -> int:
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    async with aioredis.Redis.from_url(settings.REDIS_URL) as client:
+        return await client.zcard(f"{prefix}:group:{group}")
+
+
+async def test_a_users_sockets_are_one_subscription_and_hold_no_channel(settings, user, room):
+    need_redis()
+    await database_sync_to_async(make_member)(user, room)
+    layer = get_channel_layer()
+    async with connect(user) as tab1, connect(user) as tab2:
+        await tab1.join(room.slug)
+        await tab2.join(room.slug)
+        assert await group_size(settings, events.user_group(user.pk)) == 1
+        assert await group_size(settings, events.room_group(room.id)) == 1
+        # The process's one channel waits on the layer, not one per socket.
+        assert list(layer.receive_buffer) == [get_fanout().channel]
+    # The last socket gone, the process leaves both groups.
+    assert await group_size(settings, events.user_group(user.pk)) == 0
+    assert await group_size(settings, events.room_group(room.id)) == 0
+
+
+async def test_a_closed_sockets_application_ends(channel_backend, user, room):
+    """With a layer receive per socket, a cancellation channels-redis swallowed
+    kept the consumer of a closed socket waiting forever (seen under uvicorn,
+    whose shutdown then waited for it)."""
+    async with connect(user) as client:
+        await client.join(room.slug)
+        communicator = client.communicator
+    # connect() disconnected it: the application has returned, not merely been cancelled.
+    assert communicator.future.done()
+    assert not communicator.future.cancelled()
+    assert communicator.future.exception() is None
+
+
+async def test_moderation_reaches_a_user_from_another_event_loop(user, room):
+    """A ban from the admin (sync code, its own loop) reaches the socket through Redis."""
+    need_redis()
+    await database_sync_to_async(make_member)(user, room)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        sent = await asyncio.to_thread(
+            events.user_removed_from_room, user.pk, room_slug=room.slug, reason="banned"
+        )
+        assert sent
+        assert await client.receive() == {"type": "removed", "room": room.slug, "reason": "banned"}
