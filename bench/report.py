@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Callable
 
 PROJECT = "project"
+PROJECTS = (PROJECT, "project_uvicorn")  # the same application, under Daphne and uvicorn
 PEERS = ("seed_fastapi", "bare_ws")
 
 
@@ -231,7 +232,7 @@ def summarize(records: list[dict], scenarios: list[dict]) -> dict:
         if not mine:
             continue
         servers = [s for s in scenario["servers"] if any(r["server"] == s for r in mine)]
-        pairs = scenario.get("ratios", [(PROJECT, p) for p in PEERS])
+        pairs = scenario.get("ratios", [(a, p) for a in PROJECTS for p in PEERS])
         pairs = [(a, b) for a, b in pairs if a in servers and b in servers]
         rows = []
         for title, kind, get, with_ratio in ROWS_BY_KIND[scenario["kind"]]:

@@ -32,6 +32,9 @@ import report
 import servers
 from servers import BENCH, LOGS, RESULTS, ROOT, SHARED, VENV_BIN, VENVS, Server
 
+# The project under Daphne (as `make run` and the compose file serve it), and
+# the same application under uvicorn, the documented alternative.
+PROJECT_SERVERS = ("project", "project_uvicorn")
 PROFILE_DELAY = 8  # seconds for loadgen's setup (100 users and sockets) before py-spy attaches
 PROFILE_SECONDS = 10
 
@@ -71,7 +74,7 @@ class Config:
         self.settle_quiet = env_num("BENCH_SETTLE_QUIET", 2)
         self.sweep_factor = env_num("BENCH_SWEEP_FACTOR", 2 if q else 1.5)
         self.only = env_list("BENCH_SCENARIOS")
-        self.servers = env_list("BENCH_SERVERS") or ["project", "seed_fastapi", "bare_ws"]
+        self.servers = env_list("BENCH_SERVERS") or [*PROJECT_SERVERS, "seed_fastapi", "bare_ws"]
         self.profile = env_bool("BENCH_PROFILE", not q)
         self.reset_db = env_bool("BENCH_RESET_DB", False)
 
@@ -85,7 +88,7 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
     big = 300 if q else 1000
     # Sweeps start near 1,000 offered deliveries/s (400 for 10 x 20 at 20 msg/s),
     # low enough that the project gets a figure in every room size.
-    names = [s for s in ("project", "seed_fastapi", "bare_ws") if s in cfg.servers]
+    names = [s for s in (*PROJECT_SERVERS, "seed_fastapi", "bare_ws") if s in cfg.servers]
     every = [
         {
             "key": "room100",
@@ -530,7 +533,7 @@ def main() -> None:
             VENVS / "loadgen", [SHARED / "bench" / "requirements.txt"], LOGS / "venvs.log"
         )
         env = bench.env = servers.project_env()
-        if "project" in cfg.servers:
+        if any(name in cfg.servers for name in PROJECT_SERVERS):
             start_project(bench, cfg, env, chosen)
         for server in servers.peers(cfg.servers) if chosen else []:
             server.start()
@@ -567,6 +570,13 @@ def main() -> None:
 def start_project(bench: Bench, cfg: Config, env: dict, chosen: list[dict]) -> None:
     print("bench: preparing the project (database chat_bench, migrate, collectstatic)", flush=True)
     servers.prepare_project(cfg.reset_db, env)
+    if "project_uvicorn" in cfg.servers:
+        u = servers.uvicorn("project_uvicorn", env)
+        u.start()
+        bench.servers[u.name] = u
+        bench.targets[u.name] = {"urls": [u.url], "servers": [u]}
+    if "project" not in cfg.servers:
+        return
     a = servers.daphne("project", env)
     a.start()
     bench.servers["project"] = a

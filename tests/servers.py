@@ -1,4 +1,5 @@
-"""Real Daphne processes serving the test database, for end-to-end tests."""
+"""Real server processes (Daphne, or uvicorn as deploy/uvicorn_serve.py runs it)
+serving the test database, for end-to-end tests."""
 
 import os
 import socket
@@ -37,8 +38,10 @@ class DaphneProcess:
     """chatsite.asgi served by Daphne in a child process, on a fixed port so
     that it can be restarted where clients expect it."""
 
-    def __init__(self, *daphne_args: str, **env: str) -> None:
-        self.daphne_args = list(daphne_args)
+    name = "daphne"
+
+    def __init__(self, *server_args: str, **env: str) -> None:
+        self.server_args = list(server_args)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         # Marks the process's PostgreSQL sessions, to wait for them to end.
@@ -53,16 +56,19 @@ class DaphneProcess:
         self.process: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
         command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        return [*command, *self.server_args, "chatsite.asgi:application"]
+
+    def start(self) -> None:
         self.process = subprocess.Popen(
-            [*command, *self.daphne_args, "chatsite.asgi:application"],
+            self.command(),
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        _wait_for_port(self.port, self.process, self.log)
+        _wait_for_port(self.name, self.port, self.process, self.log)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -80,10 +86,30 @@ class DaphneProcess:
         self.start()
 
 
+class UvicornProcess(DaphneProcess):
+    """The same, served by uvicorn with the production options of deploy/uvicorn_serve.py."""
+
+    name = "uvicorn"
+
+    def command(self) -> list[str]:
+        script = str(BASE_DIR / "deploy" / "uvicorn_serve.py")
+        return [sys.executable, script, "--port", str(self.port), *self.server_args]
+
+
+SERVERS = {"daphne": DaphneProcess, "uvicorn": UvicornProcess}
+
+
 @contextmanager
 def daphne(**env: str) -> Iterator[str]:
     """Serve chatsite.asgi in a Daphne process; yields its `host:port`."""
-    server = DaphneProcess(**env)
+    with serve("daphne", **env) as address:
+        yield address
+
+
+@contextmanager
+def serve(kind: str, **env: str) -> Iterator[str]:
+    """Serve chatsite.asgi in a process of `kind` (SERVERS); yields its `host:port`."""
+    server = SERVERS[kind](**env)
     server.start()
     try:
         yield server.address
@@ -141,15 +167,15 @@ def _wait_for_sessions_to_end(application_name: str) -> None:
             time.sleep(0.05)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, log) -> None:
+def _wait_for_port(name: str, port: int, process: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"daphne exited early:\n{log.read().decode(errors='replace')}")
+            raise RuntimeError(f"{name} exited early:\n{log.read().decode(errors='replace')}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"daphne did not listen on port {port} within 30 s")
+    raise RuntimeError(f"{name} did not listen on port {port} within 30 s")

@@ -1,7 +1,11 @@
-"""Two Daphne processes sharing Redis and PostgreSQL act as one chat server."""
+"""Two server processes sharing Redis and PostgreSQL act as one chat server.
+
+Each test runs on Daphne and on uvicorn (deploy/uvicorn_serve.py): the same
+application, the same protocol, over real sockets."""
 
 import asyncio
 import json
+import time
 
 import pytest
 import websockets
@@ -12,16 +16,16 @@ from rest_framework_simplejwt.tokens import AccessToken
 from chat.models import Membership
 from tests.conftest import need_postgres, need_redis
 from tests.factories import make_user
-from tests.servers import daphne
+from tests.servers import SERVERS, serve
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def two_servers(transactional_db):
+@pytest.fixture(params=sorted(SERVERS))
+def two_servers(request, transactional_db):
     need_redis()
     need_postgres()
-    with daphne() as first, daphne() as second:
+    with serve(request.param) as first, serve(request.param) as second:
         yield first, second
 
 
@@ -108,3 +112,30 @@ async def test_ban_and_deactivation_reach_sockets_on_every_process(two_servers, 
     finally:
         for tab in tabs:
             await tab.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", sorted(SERVERS))
+async def test_a_server_stops_promptly_with_sockets_in_rooms(kind, user, room):
+    """A deploy stops each process: it must end, and close its sockets, rather
+    than wait for them (uvicorn waited forever when a closed socket's consumer
+    never ended)."""
+    need_redis()
+    server = SERVERS[kind]()
+    await asyncio.to_thread(server.start)
+    try:
+        sockets = [await _open(server.address, user) for _ in range(3)]
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "join", "room": room.slug}))
+            await _receive(ws, "joined")
+        await sockets[0].close()  # one client leaves first, as the others stay
+        started = time.monotonic()
+        server.process.terminate()
+        await asyncio.to_thread(server.process.wait, 15)
+        assert time.monotonic() - started < 12
+        for ws in sockets[1:]:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), timeout=5)
+    finally:
+        await asyncio.to_thread(server.stop)
+        server.log.close()
