@@ -221,25 +221,11 @@ def daphne(name: str, env: dict) -> Server:
     return Server(name, cmd, PROJECT, server_env, port)
 
 
-# The same application under uvicorn (docs/deploy.md, "uvicorn"): uvloop and
-# httptools, the websockets library's sans-I/O protocol, no compression
-# (Daphne offers none either), Daphne's backlog.
-UVICORN_ARGS = [
-    "--lifespan", "off",
-    "--loop", "uvloop",
-    "--http", "httptools",
-    "--ws", os.environ.get("BENCH_UVICORN_WS", "websockets-sansio"),
-    "--ws-per-message-deflate", "false",
-    "--backlog", "2048",
-    "--no-access-log",
-]  # fmt: skip
-
-
 def uvicorn(name: str, env: dict) -> Server:
     port = procs.free_port()
     server_env = dict(env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}")
-    cmd = [VENV_BIN / "uvicorn", "chatsite.asgi:application", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), *UVICORN_ARGS]
+    # The documented alternative to Daphne, with its options (deploy/uvicorn_serve.py).
+    cmd = [VENV_BIN / "python", PROJECT / "deploy" / "uvicorn_serve.py", "--port", str(port)]
     return Server(name, cmd, PROJECT, server_env, port)
 
 
