@@ -243,7 +243,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """One room event for this socket (the fan-out has left out its sender)."""
         await self.send_text(event["text"])
         if "seq" in event:
-            observe.message_delivered(event)
             self._stream(event["room"]).live(event["id"], event["seq"])
 
     async def catch_up(self) -> None:

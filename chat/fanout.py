@@ -27,7 +27,7 @@ from typing import Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from chat import events
+from chat import events, observe
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +122,15 @@ class Fanout:
 
     async def _deliver(self, event: dict) -> None:
         exclude = event.get("exclude")
-        for socket in list(self.members.get(events.room_group(event["room_id"]), ())):
-            if socket.socket_id != exclude:
-                await socket.room_event(event)
+        sockets = [
+            socket
+            for socket in self.members.get(events.room_group(event["room_id"]), ())
+            if socket.socket_id != exclude
+        ]
+        for socket in sockets:
+            await socket.room_event(event)
+        if "seq" in event and sockets:  # a message (not presence or typing)
+            observe.messages_delivered(event, len(sockets))
 
     async def _recover(self) -> None:
         """Redis came back (maybe empty): subscribe again, then let every socket

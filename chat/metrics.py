@@ -36,6 +36,7 @@ ERRORS = Counter(
 )
 FANOUT_LATENCY = Histogram(
     "chat_fanout_latency_seconds",
-    "From a room message's broadcast to its frame written to one member's socket.",
+    "From a room message's broadcast to its frame written to the last of a "
+    "process's members (one observation per message per process).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
