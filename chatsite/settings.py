@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.driver_info import DriverInfo
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -177,6 +178,8 @@ if REDIS_URL:
                         # still a bound on a dead connection.
                         "socket_timeout": 15,
                         "socket_connect_timeout": 3,
+                        # Resolved once, not per new connection (chat.sharedstate).
+                        "driver_info": DriverInfo(),
                     }
                 ],
                 "prefix": f"{REDIS_PREFIX}:layer",
