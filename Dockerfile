@@ -38,4 +38,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
 
 # --proxy-headers: the client's address and scheme come from nginx's
 # X-Forwarded-For/-Proto. Only nginx can reach this port (it is not published).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "chatsite.asgi:application"]
+# backlog=2048: Twisted's default of 50 pending connections turned a reconnect
+# storm (every client of a restarted process at once) into refused connects
+# and retries (docs/performance.md).
+CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=2048", "--proxy-headers", "chatsite.asgi:application"]

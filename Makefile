@@ -28,7 +28,8 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 ## run: migrate and serve with Daphne on 127.0.0.1:$(PORT) (DEBUG on unless set)
 run: $(VENV)/.runtime
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-1} $(BIN)/daphne -b 127.0.0.1 -p $(PORT) chatsite.asgi:application
+	DEBUG=$${DEBUG:-1} $(BIN)/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=2048 \
+		chatsite.asgi:application
 
 ## test: the whole suite (set REDIS_URL / DATABASE_URL to use real services)
 test: $(VENV)/.dev

@@ -103,6 +103,13 @@ def option(command: list[str], flag: str) -> str | None:
     return command[command.index(flag) + 1] if flag in command[:-1] else None
 
 
+def daphne_port(command: list[str]) -> str | None:
+    """The port of `-p PORT` or of an endpoint `-e tcp:port=PORT:...`."""
+    endpoint = option(command, "-e") or ""
+    fields = dict(part.split("=", 1) for part in endpoint.split(":")[1:] if "=" in part)
+    return option(command, "-p") or fields.get("port")
+
+
 def check(base_dir: Path = BASE_DIR) -> list[str]:
     """Every problem found, as a sentence; empty when the files agree."""
     missing = [name for name in FILES if not (base_dir / name).exists()]
@@ -149,7 +156,7 @@ def check(base_dir: Path = BASE_DIR) -> list[str]:
     command = services["web"].get("command") or dockerfile_cmd(dockerfile)
     if isinstance(command, str):
         command = command.split()
-    web_port = option(command, "-p")
+    web_port = daphne_port(command)
     target = command[-1] if command else ""
     if not command or Path(command[0]).name != "daphne" or ":" not in target:
         problems.append(f"the web command is not `daphne ... module:attribute`: {command}")

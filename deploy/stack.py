@@ -244,8 +244,9 @@ def _daphne_marker(name: str) -> str:
 
 def daphne_start(stack: Stack, port: int) -> subprocess.Popen:
     name = f"daphne-{port}"
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    command += ["--proxy-headers", DAPHNE_TARGET]
+    # The Dockerfile's command, on loopback.
+    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
+    command = [sys.executable, "-m", "daphne", "-e", endpoint, "--proxy-headers", DAPHNE_TARGET]
     with stack.log_file(name).open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our own fixed command
             command,
