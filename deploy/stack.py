@@ -237,16 +237,19 @@ def _recorded(stack: Stack) -> Iterator[tuple[str, int, str]]:
             pid_file.unlink(missing_ok=True)
 
 
+def _daphne_args(port: int | str) -> list[str]:
+    """The Dockerfile's Daphne command, on loopback (after `python -m daphne`)."""
+    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
+    return ["-e", endpoint, "--proxy-headers", DAPHNE_TARGET]
+
+
 def _daphne_marker(name: str) -> str:
-    port = name.removeprefix("daphne-")
-    return f"-p {port} --proxy-headers {DAPHNE_TARGET}"
+    return " ".join(_daphne_args(name.removeprefix("daphne-")))
 
 
 def daphne_start(stack: Stack, port: int) -> subprocess.Popen:
     name = f"daphne-{port}"
-    # The Dockerfile's command, on loopback.
-    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
-    command = [sys.executable, "-m", "daphne", "-e", endpoint, "--proxy-headers", DAPHNE_TARGET]
+    command = [sys.executable, "-m", "daphne", *_daphne_args(port)]
     with stack.log_file(name).open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our own fixed command
             command,

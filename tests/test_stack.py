@@ -13,6 +13,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -33,6 +34,15 @@ def _postgres_server_url() -> str:
     db = settings.DATABASES["default"]
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     return f"postgres://{auth}@{db['HOST']}:{db['PORT']}"
+
+
+def _running(pid: int) -> bool:
+    """Alive, not merely a zombie waiting for its parent (this process) to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +66,16 @@ def stack(tmp_path_factory):
     )
     the_stack.snippets_dir.mkdir(parents=True)
     (the_stack.snippets_dir / "x-upstream.conf").write_text(UPSTREAM_HEADER)
+    started: list[int] = []
     try:
         deploy_stack.start(the_stack, nginx=nginx)
+        started = [int(f.read_text()) for f in the_stack.state_dir.glob("*.pid")]
         yield the_stack
     finally:
         deploy_stack.stop(the_stack, quiet=True)
+        # Every process it started has ended (a stop that no longer recognised
+        # its own Daphne processes once left them running).
+        assert not [pid for pid in started if _running(pid)]
         deploy_stack.database_drop(the_stack)
         client = redis.Redis.from_url(settings.REDIS_URL)
         keys = list(client.scan_iter(f"{the_stack.redis_prefix}:*", count=1000))
