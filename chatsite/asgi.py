@@ -1,7 +1,8 @@
 """The ASGI entry point: HTTP to Django, WebSockets to the chat consumer.
 
-WebSocket handshakes pass, outside in: the Origin check, the session cookie
-(browsers), the bearer token (programs), then the URL router.
+WebSocket handshakes pass, outside in: the Origin check, then the user from
+the bearer token (programs) or else the session cookie (browsers), then the
+URL router.
 """
 
 import gc
@@ -13,10 +14,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from accounts.middleware import BearerTokenAuthMiddleware  # noqa: E402
+from accounts.middleware import SocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chatsite.security import AllowedHostsOriginValidator  # noqa: E402
 
@@ -24,7 +24,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(BearerTokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            SocketAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),
     }
 )
