@@ -129,6 +129,9 @@ class MessageListView(GenericAPIView):
                 "after", OpenApiTypes.INT, description="Only ids above this, oldest first."
             ),
         ],
+        # A page of messages (the paginator's envelope): GenericAPIView's get
+        # is not taken for a list unless told.
+        responses=MessageSerializer(many=True),
         summary="Message history, newest first (oldest first with `after`)",
     )
     def get(self, request: Request, slug: str) -> Response:
