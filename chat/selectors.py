@@ -102,12 +102,20 @@ def message_history(
     *, room: Room, before: int | None = None, after: int | None = None
 ) -> QuerySet[Message]:
     """The room's visible messages below id `before` and above `after`, to be
-    ordered and paged by the caller (the API's cursor pagination)."""
+    ordered and paged by the caller (the API's cursor pagination, by seq).
+
+    The id bounds become seq bounds inside the same statement: the number of
+    the nearest visible message past the bound (seq order is id order within
+    a room), so the page is one range of the (room, seq) index.
+    """
     messages = message_queryset(room=room)
+    visible_seqs = message_queryset(room=room).values("seq")
     if before is not None:
-        messages = messages.filter(id__lt=before)
+        last = visible_seqs.filter(id__lt=before).order_by("-id")[:1]
+        messages = messages.filter(seq__lte=Subquery(last))
     if after is not None:
-        messages = messages.filter(id__gt=after)
+        first = visible_seqs.filter(id__gt=after).order_by("id")[:1]
+        messages = messages.filter(seq__gte=Subquery(first))
     return messages
 
 
@@ -120,7 +128,9 @@ def message_get(*, room: Room, message_id: int) -> Message:
 
 def message_latest(*, room: Room, limit: int = HISTORY_PAGE_SIZE) -> list[Message]:
     """The room's latest `limit` messages, oldest first."""
-    newest_first = list(message_queryset(room=room).order_by("-id")[:limit])
+    # By seq, not id: the (room, seq) index serves it whatever other rooms
+    # stored since (see chat.api.pagination).
+    newest_first = list(message_queryset(room=room).order_by("-seq")[:limit])
     newest_first.reverse()
     return newest_first
 

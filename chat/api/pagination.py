@@ -2,16 +2,19 @@ from rest_framework.pagination import CursorPagination
 
 
 class MessageCursorPagination(CursorPagination):
-    """History pages by message id: newest first, or oldest first with `?after=`.
+    """History pages in the room's own order: newest first, or oldest first with `?after=`.
 
-    A cursor is a position in the (room, id) index, so a page deep in the past
-    costs the same as the first one: no OFFSET, no COUNT.
+    A cursor is a position in the (room, seq) index, so a page deep in the
+    past costs the same as the first one: no OFFSET, no COUNT. Within a room,
+    seq order is id order (chat.models.Message.seq); ordering by id instead
+    let PostgreSQL walk the whole table's primary key backwards past other
+    rooms' newer messages, when the room is a large share of the table.
     """
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 100
-    ordering = "-id"
+    ordering = "-seq"
 
     def get_ordering(self, request, queryset, view) -> tuple[str, ...]:
-        return ("id",) if "after" in request.query_params else ("-id",)
+        return ("seq",) if "after" in request.query_params else ("-seq",)
