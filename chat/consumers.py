@@ -258,13 +258,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if len(page.messages) < selectors.CATCH_UP_PAGE_SIZE:
                     break
 
-    # --- events to the user, from this process's fan-out ------------------------------------
-
-    async def user_event(self, event: dict) -> None:
-        if event["type"] == events.USER_REMOVED:
-            await self.user_removed(event)
-        elif event["type"] == events.USER_DISCONNECT:
-            await self.user_disconnect(event)
+    # --- events to the user, from this process's fan-out (through dispatch) -----------------
 
     async def user_removed(self, event: dict) -> None:
         """Banned or removed from a room: leave it at once, and say why."""

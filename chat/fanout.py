@@ -37,7 +37,7 @@ class Socket(Protocol):
 
     async def room_event(self, event: dict) -> None: ...
 
-    async def user_event(self, event: dict) -> None: ...
+    async def dispatch(self, event: dict) -> None: ...  # to its handler, by type
 
     async def catch_up(self) -> None: ...
 
@@ -97,7 +97,7 @@ class Fanout:
                     await self._deliver(event)
                 elif event["type"] in events.USER_EVENTS:
                     for socket in list(self.members.get(events.user_group(event["user_id"]), ())):
-                        await socket.user_event(event)
+                        await socket.dispatch(event)
                 elif event["type"] == "layer.recovered":
                     await self._recover()
             except Exception:
