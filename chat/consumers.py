@@ -206,14 +206,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             broadcast=False,
         )
         frame = protocol.message_frame(message)
-        # Out to the room first (also for a resent client_id: its first
-        # broadcast may have died with another process), then the
-        # acknowledgement, which the sender gets directly, not through the
-        # layer. Had the process died in between, the missing ack makes the
-        # client resend, and the message goes out then.
-        await events.aroom_broadcast(room.id, frame, exclude=self.socket_id)
-        self._stream(room.slug).live(message.id, message.seq)
-        await self.send_frame(frame)
+        # Out to the room, the sender's socket included (also for a resent
+        # client_id: its first broadcast may have died with another process).
+        # The sender's copy is its acknowledgement: through the fan-out, it
+        # comes in seq order with the room's other messages. Should the layer
+        # refuse it (Redis away), the sender is acknowledged here instead.
+        if not await events.aroom_broadcast(room.id, frame):
+            self._stream(room.slug).live(message.id, message.seq)
+            await self.send_frame(frame)
 
     async def typing(self, command: protocol.Typing) -> None:
         room = self._joined(command.room)

@@ -13,6 +13,11 @@ sockets need, and hands each event to those sockets directly:
 - `user.<id>`: what moderation tells every socket of a user (a ban, a
   deactivated account), in every process.
 
+A room's messages go out in their numbers' (seq) order. Posts commit in that
+order, but their broadcasts race to Redis (from one process or several), so
+the fan-out puts them back in order (Sequencer), the sender's own copy with
+the rest.
+
 So sockets have no channel of their own (ChatConsumer.channel_layer_alias):
 no receive task per socket waiting on the layer, whose cancellation
 channels-redis can swallow and leave the closed socket's consumer waiting
@@ -32,6 +37,55 @@ from chat import events, observe
 logger = logging.getLogger(__name__)
 
 
+# How long a room's message waits for an earlier one that has not come. They
+# are usually a millisecond apart; one that takes longer may be lost with the
+# layer, and readers then fetch it from the database (docs/protocol.md).
+HOLD_SECONDS = 0.05
+
+
+class Sequencer:
+    """One room's message events, put back in seq order before they go out.
+
+    A message numbered past the next expected one waits until the gap fills
+    or for HOLD_SECONDS; one numbered below it (late, or sent again) goes out
+    at once: readers drop what they already have, by id.
+    """
+
+    __slots__ = ("held", "next", "timer")
+
+    def __init__(self) -> None:
+        self.next: int | None = None  # the number expected next; None until the first
+        self.held: dict[int, dict] = {}  # seq -> event, past a gap
+        self.timer: asyncio.TimerHandle | None = None
+
+    def push(self, event: dict) -> list[dict]:
+        """The events to send now that `event` came, in order."""
+        seq = event["seq"]
+        if self.next is not None and seq < self.next:
+            return [event]
+        if self.next is not None and seq > self.next:
+            self.held[seq] = event
+            return []
+        ready = [event]
+        self.next = seq + 1
+        while self.next in self.held:
+            ready.append(self.held.pop(self.next))
+            self.next += 1
+        return ready
+
+    def release(self) -> list[dict]:
+        """Stop waiting for the gap: everything held, in order."""
+        ready = [self.held.pop(seq) for seq in sorted(self.held)]
+        if ready:
+            self.next = ready[-1]["seq"] + 1
+        return ready
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class Socket(Protocol):
     socket_id: str
 
@@ -47,10 +101,15 @@ class Fanout:
         self.layer = layer
         self.channel: str | None = None
         self.members: dict[str, set[Socket]] = {}  # group -> this process's sockets in it
+        self.sequencers: dict[str, Sequencer] = {}  # room group -> its messages' order
+        # Held messages released by a timer must not overtake, or be
+        # overtaken by, the receive loop's deliveries.
+        self.sending = asyncio.Lock()
         # Subscribing and unsubscribing one at a time keeps a group's first
         # join and last leave from crossing each other.
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
+        self.releasing: set[asyncio.Task] = set()  # held until done (not collected)
         self.closing = False
 
     async def join(self, group: str, socket: Socket) -> None:
@@ -73,6 +132,9 @@ class Fanout:
             if members:
                 return
             del self.members[group]
+            sequencer = self.sequencers.pop(group, None)
+            if sequencer is not None:
+                sequencer.cancel()
             try:
                 await self.layer.group_discard(group, self.channel)
             except events.LAYER_ERRORS:
@@ -115,18 +177,48 @@ class Fanout:
         if self.task is None or self.task.done():
             return
         self.closing = True
+        for sequencer in self.sequencers.values():
+            sequencer.cancel()
         self.task.cancel()
         with contextlib.suppress(*events.LAYER_ERRORS):
             await self.layer.send(self.channel, {"type": "fanout.closed"})
         await asyncio.wait({self.task}, timeout=timeout)
 
     async def _deliver(self, event: dict) -> None:
+        group = events.room_group(event["room_id"])
+        async with self.sending:
+            if "seq" not in event:  # presence, typing: no order to keep
+                await self._send(group, event)
+                return
+            sequencer = self.sequencers.get(group)
+            if sequencer is None:
+                sequencer = self.sequencers[group] = Sequencer()
+            for ready in sequencer.push(event):
+                await self._send(group, ready)
+            if sequencer.held and sequencer.timer is None:
+                sequencer.timer = asyncio.get_running_loop().call_later(
+                    HOLD_SECONDS, self._release_later, group, sequencer
+                )
+
+    def _release_later(self, group: str, sequencer: Sequencer) -> None:
+        sequencer.timer = None
+        task = asyncio.get_running_loop().create_task(self._release(group, sequencer))
+        self.releasing.add(task)
+        task.add_done_callback(self.releasing.discard)
+
+    async def _release(self, group: str, sequencer: Sequencer) -> None:
+        async with self.sending:
+            if self.sequencers.get(group) is not sequencer:
+                return  # the last socket left the room meanwhile
+            try:
+                for event in sequencer.release():
+                    await self._send(group, event)
+            except Exception:
+                logger.exception("fan-out failed on held messages of %s", group)
+
+    async def _send(self, group: str, event: dict) -> None:
         exclude = event.get("exclude")
-        sockets = [
-            socket
-            for socket in self.members.get(events.room_group(event["room_id"]), ())
-            if socket.socket_id != exclude
-        ]
+        sockets = [socket for socket in self.members.get(group, ()) if socket.socket_id != exclude]
         for socket in sockets:
             await socket.room_event(event)
         if "seq" in event and sockets:  # a message (not presence or typing)

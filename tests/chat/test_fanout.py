@@ -7,10 +7,10 @@ import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from chat import events
-from chat.fanout import get_fanout
+from chat import events, protocol
+from chat.fanout import HOLD_SECONDS, get_fanout
 from tests.conftest import need_redis
-from tests.factories import make_member
+from tests.factories import make_member, make_messages
 from tests.ws import connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -62,3 +62,40 @@ async def test_moderation_reaches_a_user_from_another_event_loop(user, room):
         )
         assert sent
         assert await client.receive() == {"type": "removed", "room": room.slug, "reason": "banned"}
+
+
+async def receive_ids(client, count: int) -> list[int]:
+    return [(await client.receive_type("message"))["id"] for _ in range(count)]
+
+
+async def test_a_rooms_messages_go_out_in_seq_order_whatever_order_the_layer_brings_them(
+    channel_backend, user, room
+):
+    """Broadcasts race (from one process or several); sockets see the room's order."""
+    await database_sync_to_async(make_member)(user, room)
+    messages = await database_sync_to_async(make_messages)(room, user, 4)
+    frames = [protocol.message_frame(message) for message in messages]
+    async with connect(user) as client:
+        await client.join(room.slug)
+        for frame in (frames[0], frames[2], frames[3], frames[1]):
+            await events.aroom_broadcast(room.id, frame)
+        assert await receive_ids(client, 4) == [message.id for message in messages]
+
+
+async def test_a_message_past_a_gap_that_never_fills_goes_out_after_a_short_wait(
+    channel_backend, user, room
+):
+    await database_sync_to_async(make_member)(user, room)
+    first, lost, third = await database_sync_to_async(make_messages)(room, user, 3)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        await events.aroom_broadcast(room.id, protocol.message_frame(first))
+        assert await receive_ids(client, 1) == [first.id]
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        await events.aroom_broadcast(room.id, protocol.message_frame(third))
+        assert await receive_ids(client, 1) == [third.id]
+        assert loop.time() - sent_at >= HOLD_SECONDS
+        # The missing one, late after all, still goes out (readers drop copies by id).
+        await events.aroom_broadcast(room.id, protocol.message_frame(lost))
+        assert await receive_ids(client, 1) == [lost.id]
