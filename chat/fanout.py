@@ -18,6 +18,9 @@ order, but their broadcasts race to Redis (from one process or several), so
 the fan-out puts them back in order (Sequencer), the sender's own copy with
 the rest.
 
+A process that dies without leaving its groups stays in them until the
+layer's group_expiry: live processes renew their groups well before that.
+
 So sockets have no channel of their own (ChatConsumer.channel_layer_alias):
 no receive task per socket waiting on the layer, whose cancellation
 channels-redis can swallow and leave the closed socket's consumer waiting
@@ -41,6 +44,9 @@ logger = logging.getLogger(__name__)
 # are usually a millisecond apart; one that takes longer may be lost with the
 # layer, and readers then fetch it from the database (docs/protocol.md).
 HOLD_SECONDS = 0.05
+# Groups are renewed this many times per layer.group_expiry: a process whose
+# loop stalls (a long pause, a slow Redis) for most of it keeps them.
+RENEWALS_PER_EXPIRY = 4
 
 
 class Sequencer:
@@ -109,6 +115,7 @@ class Fanout:
         # join and last leave from crossing each other.
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
+        self.renewing: asyncio.Task | None = None
         self.releasing: set[asyncio.Task] = set()  # held until done (not collected)
         self.closing = False
 
@@ -118,6 +125,7 @@ class Fanout:
             if self.channel is None:
                 self.channel = await self.layer.new_channel()
                 self.task = asyncio.create_task(self._receive_forever())
+                self.renewing = asyncio.create_task(self._renew_forever())
             members = self.members.setdefault(group, set())
             if not members:
                 await self._subscribe(group)
@@ -147,6 +155,16 @@ class Fanout:
             # Redis is away: the layer says when it is back (layer.recovered),
             # and then every group is subscribed again.
             logger.warning("could not subscribe to %s", group, exc_info=True)
+
+    async def _renew_forever(self) -> None:
+        """Renew this process's groups, so that the layer forgets only dead processes'."""
+        interval = self.layer.group_expiry / RENEWALS_PER_EXPIRY
+        while True:
+            await asyncio.sleep(interval)
+            for group in list(self.members):
+                async with self.lock:  # not across a leave: it would subscribe again
+                    if group in self.members:
+                        await self._subscribe(group)
 
     async def _receive_forever(self) -> None:
         me = asyncio.current_task()
@@ -179,6 +197,7 @@ class Fanout:
         self.closing = True
         for sequencer in self.sequencers.values():
             sequencer.cancel()
+        self.renewing.cancel()
         self.task.cancel()
         with contextlib.suppress(*events.LAYER_ERRORS):
             await self.layer.send(self.channel, {"type": "fanout.closed"})
@@ -249,6 +268,7 @@ def get_fanout() -> Fanout:
             fanout.closing = True
             if fanout.task is not None:
                 fanout.task.cancel()
+                fanout.renewing.cancel()
         fanout = Fanout(layer)
         _fanouts[loop] = fanout
     return fanout

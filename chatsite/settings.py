@@ -183,10 +183,15 @@ if REDIS_URL:
                     }
                 ],
                 "prefix": f"{REDIS_PREFIX}:layer",
-                # A slow socket must not make the layer drop other sockets'
-                # messages: give each channel room for a burst.
+                # Each process has one channel (chat.fanout): room for what
+                # arrives while its event loop is busy, a burst of every room's.
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
                 "expiry": 60,
+                # A process that died without leaving its groups (killed,
+                # crashed) stays in them this long: every broadcast would
+                # otherwise still be pushed to its channel, for channels-redis's
+                # default of a day. Live processes renew theirs (chat.fanout).
+                "group_expiry": env_int("CHANNEL_GROUP_EXPIRY", 120),
             },
         }
     }

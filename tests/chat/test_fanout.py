@@ -99,3 +99,26 @@ async def test_a_message_past_a_gap_that_never_fills_goes_out_after_a_short_wait
         # The missing one, late after all, still goes out (readers drop copies by id).
         await events.aroom_broadcast(room.id, protocol.message_frame(lost))
         assert await receive_ids(client, 1) == [lost.id]
+
+
+async def test_a_dead_processs_channel_leaves_the_rooms_group_and_a_live_one_stays(
+    settings, user, room
+):
+    """A killed process never leaves its groups: broadcasts would be pushed to
+    its channel for channels-redis's default of a day."""
+    need_redis()
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    settings.CHANNEL_LAYERS = {
+        "default": {**settings.CHANNEL_LAYERS["default"], "CONFIG": {**config, "group_expiry": 2}}
+    }
+    await database_sync_to_async(make_member)(user, room)
+    (message,) = await database_sync_to_async(make_messages)(room, user, 1)
+    group = events.room_group(room.id)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        await get_channel_layer().group_add(group, "specific.dead!process")
+        assert await group_size(settings, group) == 2
+        await asyncio.sleep(3)
+        await events.aroom_broadcast(room.id, protocol.message_frame(message))
+        assert await receive_ids(client, 1) == [message.id]
+        assert await group_size(settings, group) == 1
