@@ -115,9 +115,11 @@ class Message(models.Model):
 def next_seq(room_id: int) -> Combinable:
     """The room's next sequence number, as an expression evaluated by the INSERT.
 
-    Two concurrent inserts would read the same last number; posting locks the
-    room's row first (chat.services.message_post), so they take turns, and
-    the numbers follow the order of the commits.
+    Two concurrent inserts would read the same last number: a save() must hold
+    the room's row locked (as chat.services._message_insert_locked does), so
+    that they take turns and the numbers follow the order of the commits.
+    Common posts number themselves in one statement instead
+    (chat.services._message_insert).
     """
     last = Message.objects.filter(room_id=room_id).order_by("-seq").values("seq")[:1]
     return Coalesce(Subquery(last), 0) + 1

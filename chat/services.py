@@ -4,11 +4,13 @@ The consumer, the REST API and the admin all call these functions, so a rule
 (who may post, how long a message may be, who may add members) is written once.
 """
 
+from contextlib import nullcontext
 from datetime import UTC
+from functools import cache
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -199,26 +201,9 @@ def message_post(
     process's one database thread for a channel-layer round trip per message.
     """
     message_validate_body(body)
+    fields = {"user": user, "room": room, "body": body, "client_id": client_id}
     try:
-        with transaction.atomic():
-            # One query for everything that may forbid the post, with the
-            # room's current state (the caller's Room may be older than a
-            # lock); it also locks the room's row until the commit, so that
-            # the room's messages take their numbers (seq) one at a time.
-            membership = (
-                Membership.objects.select_related("room")
-                .select_for_update(of=("room",))
-                .filter(user=user, room=room)
-                .first()
-            )
-            message_check_allowed(membership, user)
-            message = Message.objects.create(room=room, user=user, body=body, client_id=client_id)
-            # After commit: a rolled-back message must never reach a screen,
-            # nor be counted.
-            transaction.on_commit(metrics.MESSAGES_STORED.inc)
-            if broadcast:
-                frame = protocol.message_frame(message)
-                transaction.on_commit(lambda: events.room_broadcast(room.id, frame))
+        message = _message_insert(**fields) or _message_insert_locked(**fields)
     except IntegrityError:
         if client_id is None:
             raise
@@ -231,4 +216,107 @@ def message_post(
         if broadcast:
             events.room_broadcast(existing.room_id, protocol.message_frame(existing))
         return existing, False
+    # After commit: a rolled-back message must never reach a screen, nor be counted.
+    transaction.on_commit(metrics.MESSAGES_STORED.inc)
+    if broadcast:
+        frame = protocol.message_frame(message)
+        transaction.on_commit(lambda: events.room_broadcast(room.id, frame))
     return message, True
+
+
+# Tries of the one-statement insert before the post takes the room's lock.
+INSERT_TRIES = 3
+
+
+def _message_insert(
+    *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None
+) -> Message | None:
+    """The common case in one statement (one round trip, no ORM compiling):
+    insert the message numbered after the room's last, if message_check_allowed
+    would let its sender post. None when it would not (or the number stayed
+    contended): _message_insert_locked then decides, and says why.
+
+    Two posts may read the same last number; the second insert then fails on
+    (room, seq) once the first commits, and tries again with a fresh read.
+    So a number is taken only after its predecessor committed: numbers follow
+    commit order, and within a room ids rise with them. The room's row is
+    share-locked meanwhile, so that what locks it (a locked post, an import)
+    runs alone.
+    """
+    now = timezone.now()
+    params = {
+        "room": room.pk,
+        "user": user.pk,
+        "body": body,
+        "client_id": client_id,
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "owner": Role.OWNER,
+        "moderator": Role.MODERATOR,
+        "staff": is_staff(user),
+    }
+    for _ in range(INSERT_TRIES):
+        # A failed statement inside an outer transaction must not end it.
+        savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+        try:
+            with savepoint, connection.cursor() as cursor:
+                cursor.execute(_insert_sql(), params)
+                row = cursor.fetchone()
+        except IntegrityError as exc:
+            if _constraint_of(exc) == "message_unique_room_seq":
+                continue  # another post took this number first
+            raise
+        if row is None:
+            return None
+        message = Message(
+            id=row[0], seq=row[1], room=room, user=user, body=body, client_id=client_id
+        )
+        message.created_at = now
+        message._state.adding, message._state.db = False, connection.alias
+        return message
+    return None
+
+
+def _message_insert_locked(
+    *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None
+) -> Message:
+    """The post with the room's row locked: the rare case, and the reference
+    for who may post (message_check_allowed raises the reason not to)."""
+    with transaction.atomic():
+        # The room's current state (the caller's Room may be older than a
+        # lock), locked until the commit, so that the message takes the next
+        # number alone (chat.models.next_seq).
+        membership = (
+            Membership.objects.select_related("room")
+            .select_for_update(of=("room",))
+            .filter(user=user, room=room)
+            .first()
+        )
+        message_check_allowed(membership, user)
+        return Message.objects.create(room=room, user=user, body=body, client_id=client_id)
+
+
+@cache
+def _insert_sql() -> str:
+    # The conditions of message_check_allowed, which _message_insert_locked
+    # applies when this inserts nothing (tests post in every case both ways).
+    lock = " FOR KEY SHARE OF r" if connection.vendor == "postgresql" else ""
+    tables = {model: model._meta.db_table for model in (Message, Membership, Room)}
+    return f"""
+        WITH poster AS (
+            SELECT 1 FROM {tables[Room]} r
+            JOIN {tables[Membership]} m ON m.room_id = r.id AND m.user_id = %(user)s
+            WHERE r.id = %(room)s AND NOT r.is_archived AND NOT m.is_banned
+              AND (m.muted_until IS NULL OR m.muted_until <= %(now)s)
+              AND (NOT r.is_locked OR m.role IN (%(owner)s, %(moderator)s) OR %(staff)s){lock}
+        )
+        INSERT INTO {tables[Message]} (room_id, user_id, body, client_id, created_at, seq)
+        SELECT %(room)s, %(user)s, %(body)s, %(client_id)s, %(now)s,
+               COALESCE((SELECT MAX(seq) FROM {tables[Message]} WHERE room_id = %(room)s), 0) + 1
+        FROM poster
+        RETURNING id, seq
+    """  # noqa: S608 - table names from the models; every value is a parameter
+
+
+def _constraint_of(exc: IntegrityError) -> str | None:
+    """The violated constraint's name, where the driver tells it (psycopg)."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)

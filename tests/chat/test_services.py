@@ -1,12 +1,15 @@
 """The business rules, called directly (the socket and API tests go through the doors)."""
 
+from datetime import timedelta
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils import timezone
 
 from chat import services
-from chat.exceptions import BodyTooLong, EmptyBody, Forbidden
+from chat.exceptions import BodyTooLong, ChatError, EmptyBody, Forbidden
 from chat.models import Membership, Message
 from tests.factories import make_member, make_room
 
@@ -90,3 +93,50 @@ async def test_a_rolled_back_message_is_never_broadcast(user, room):
     event = await layer.receive(channel)
     assert '"body":"kept"' in event["text"]
     assert await database_sync_to_async(Message.objects.count)() == 1
+
+
+def _as_member(**fields):
+    return lambda user, room: Membership.objects.filter(user=user, room=room).update(**fields)
+
+
+def _room_is(**fields):
+    return lambda user, room: type(room).objects.filter(pk=room.pk).update(**fields)
+
+
+def _staff(user, room):
+    type(user).objects.filter(pk=user.pk).update(is_staff=True)
+
+
+POSTING_CASES = {
+    "member": [],
+    "not a member": [lambda user, room: Membership.objects.filter(user=user).delete()],
+    "banned": [_as_member(is_banned=True)],
+    "muted": [_as_member(muted_until=timezone.now() + timedelta(hours=1))],
+    "mute over": [_as_member(muted_until=timezone.now() - timedelta(seconds=1))],
+    "locked room": [_room_is(is_locked=True)],
+    "locked, moderator": [_room_is(is_locked=True), _as_member(role=Membership.Role.MODERATOR)],
+    "locked, owner": [_room_is(is_locked=True), _as_member(role=Membership.Role.OWNER)],
+    "locked, staff": [_room_is(is_locked=True), _staff],
+    "archived": [_room_is(is_archived=True)],
+    "archived, staff": [_room_is(is_archived=True), _staff],
+}
+
+
+@pytest.mark.parametrize("case", POSTING_CASES)
+def test_the_one_statement_post_allows_exactly_whom_the_rules_allow(case, user, room):
+    """The common post checks the rules in SQL; message_check_allowed is the
+    reference (and says why not): the two must agree in every case."""
+    make_member(user, room)
+    for change in POSTING_CASES[case]:
+        change(user, room)
+    user.refresh_from_db()
+    room.refresh_from_db()
+    membership = Membership.objects.select_related("room").filter(user=user, room=room).first()
+    try:
+        services.message_check_allowed(membership, user)
+        allowed = True
+    except ChatError:
+        allowed = False
+    stored = services._message_insert(user=user, room=room, body="hello", client_id=None)
+    assert (stored is not None) == allowed
+    assert Message.objects.filter(room=room).count() == int(allowed)
