@@ -25,8 +25,8 @@ MESSAGES_STORED = Counter(
 )
 MESSAGES_DELIVERED = Counter(
     "chat_messages_delivered",
-    "Room messages written to a socket by the room fan-out. The sender's own "
-    "acknowledgement and catch-up pages are not counted.",
+    "Room messages written to a socket by the room fan-out, the sender's own "
+    "copy (its acknowledgement) included. Catch-up pages are not counted.",
 )
 ERRORS = Counter(
     "chat_errors",
