@@ -175,11 +175,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             joined = await self.presence.add(room.id, self.username, self.socket_id)
             online = joined.online
             if joined.first:
-                await events.aroom_broadcast(
-                    room.id,
-                    protocol.presence_frame(room=room.slug, user=self.username, online=True),
-                    exclude=self.socket_id,
-                )
+                self._presence_changed(room, online=True)
         frame = protocol.joined_frame(
             room=room.slug, online=online, messages=page.messages, seq=page.through
         )
@@ -291,9 +287,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.streams.pop(room.slug, None)
         await self.fanout.leave(events.room_group(room.id), self)
         if await self.presence.remove(room.id, self.username, self.socket_id):
-            await events.aroom_broadcast(
-                room.id, protocol.presence_frame(room=room.slug, user=self.username, online=False)
-            )
+            self._presence_changed(room, online=False)
+
+    def _presence_changed(self, room: Room, *, online: bool) -> None:
+        events.presence_changed(
+            room_id=room.id, room_slug=room.slug, user=self.username, online=online
+        )
 
     async def _heartbeat(self) -> None:
         """Keep this socket's seat and presence entries alive while it is open."""

@@ -15,6 +15,8 @@ with `since`), which is the delivery guarantee (docs/protocol.md).
 import asyncio
 import logging
 import time
+import weakref
+from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
@@ -63,18 +65,28 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
         # Sockets track what the layer brought them, per room (chat.resume).
         event["room"], event["id"], event["seq"] = frame["room"], frame["id"], frame["seq"]
         event["t"] = time.time()  # wall clock: the receiving process may be another
+        # "bob joined" before "bob: hi", when both come from this process.
+        await apresence_flush(room_id)
+    elif frame["type"] == "presence":
+        # The users named are not told about themselves (presence_without).
+        event["room"], event["online"], event["offline"] = (
+            frame["room"],
+            frame["online"],
+            frame["offline"],
+        )
     group = room_group(room_id)
     if await _group_send(group, event):
         return True
     if frame["type"] == "message":
         task = asyncio.get_running_loop().create_task(_resend(group, event))
-        _resending.add(task)
-        task.add_done_callback(_resending.discard)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
     return False
 
 
-# Tasks of _resend, held so that they are not collected while they wait.
-_resending: set[asyncio.Task] = set()
+# Tasks of _resend and presence flushes, held so that they are not collected
+# while they wait.
+_background: set[asyncio.Task] = set()
 RESEND_FIRST, RESEND_MAX, RESEND_FOR = 0.05, 1.0, 300.0
 
 
@@ -105,6 +117,65 @@ async def _resend(group: str, event: dict) -> None:
         event["id"],
         group,
     )
+
+
+# --- presence: a room's joins and leaves of the moment, in one frame -------------------
+
+# A join or leave waits this long for others in the same room. A storm of N
+# joins to a room of N (every client reconnecting after a restart) is then a
+# frame per tick for each socket, not N frames each: N**2 writes in all.
+PRESENCE_TICK = 0.1
+
+
+@dataclass(slots=True)
+class _PresenceBatch:
+    slug: str
+    users: dict[str, bool] = field(default_factory=dict)  # user -> online now
+
+
+# Per event loop (one per process in production; tests run several).
+_presence_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def presence_changed(*, room_id: int, room_slug: str, user: str, online: bool) -> None:
+    """`user` came online in the room or went offline: the room hears it within PRESENCE_TICK."""
+    loop = asyncio.get_running_loop()
+    batches = _presence_batches.setdefault(loop, {})
+    batch = batches.get(room_id)
+    if batch is None:
+        batch = batches[room_id] = _PresenceBatch(room_slug)
+        loop.call_later(PRESENCE_TICK, _presence_due, room_id)
+    batch.users[user] = online
+
+
+def _presence_due(room_id: int) -> None:
+    task = asyncio.get_running_loop().create_task(apresence_flush(room_id))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def apresence_flush(room_id: int) -> None:
+    """Send the room's pending joins and leaves now, if it has any."""
+    batch = _presence_batches.get(asyncio.get_running_loop(), {}).pop(room_id, None)
+    if batch is None:
+        return
+    frame = protocol.presence_frame(
+        room=batch.slug,
+        online=sorted(user for user, online in batch.users.items() if online),
+        offline=sorted(user for user, online in batch.users.items() if not online),
+    )
+    await aroom_broadcast(room_id, frame)
+
+
+def presence_without(event: dict, user: str) -> dict | None:
+    """A presence event that names `user`, as `user`'s own sockets get it:
+    without their coming or going (None if that was all of it)."""
+    online = [other for other in event["online"] if other != user]
+    offline = [other for other in event["offline"] if other != user]
+    if not (online or offline):
+        return None
+    frame = protocol.presence_frame(room=event["room"], online=online, offline=offline)
+    return {**event, "online": online, "offline": offline, "text": protocol.encode(frame)}
 
 
 def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:

@@ -94,6 +94,7 @@ class Sequencer:
 
 class Socket(Protocol):
     socket_id: str
+    username: str
 
     async def room_event(self, event: dict) -> None: ...
 
@@ -238,8 +239,14 @@ class Fanout:
     async def _send(self, group: str, event: dict) -> None:
         exclude = event.get("exclude")
         sockets = [socket for socket in self.members.get(group, ()) if socket.socket_id != exclude]
+        movers = set(event.get("online", ())) | set(event.get("offline", ()))  # presence
         for socket in sockets:
-            await socket.room_event(event)
+            if socket.username in movers:
+                personal = events.presence_without(event, socket.username)
+                if personal is not None:
+                    await socket.room_event(personal)
+            else:
+                await socket.room_event(event)
         if "seq" in event and sockets:  # a message (not presence or typing)
             observe.messages_delivered(event, len(sockets))
 

@@ -200,8 +200,9 @@ def left_frame(*, room: str) -> dict:
     return {"type": "left", "room": room}
 
 
-def presence_frame(*, room: str, user: str, online: bool) -> dict:
-    return {"type": "presence", "room": room, "user": user, "online": online}
+def presence_frame(*, room: str, online: list[str], offline: list[str]) -> dict:
+    """Who came online in the room, and who went offline, since its last presence frame."""
+    return {"type": "presence", "room": room, "online": online, "offline": offline}
 
 
 def typing_frame(*, room: str, user: str, typing: bool) -> dict:

@@ -8,7 +8,6 @@ serves a socket, the test adds one server-level snippet to the stack's nginx,
 Its `least_conn` balancing sends a second open socket to the other process.
 """
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from django.conf import settings
 from deploy import stack as deploy_stack
 from tests.conftest import REQUIRE_SERVICES, need_postgres, need_redis
 from tests.servers import BASE_DIR, free_port
+from tests.ws import receive_frame
 
 pytestmark = pytest.mark.services
 
@@ -120,12 +120,6 @@ async def _open(stack, token: str):
     return ws, ws.response.headers["X-Upstream"]
 
 
-async def _receive(ws, kind: str) -> dict:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
-    assert frame["type"] == kind, frame
-    return frame
-
-
 def test_nginx_serves_collected_static_files_itself(stack):
     manifest = json.loads((BASE_DIR / "staticfiles" / "staticfiles.json").read_text())
     status, headers, _ = _http(stack, f"/static/{manifest['paths']['js/chat.js']}")
@@ -155,28 +149,28 @@ async def test_clients_on_two_processes_chat_through_nginx(stack):
         }
 
         await alice.send(json.dumps({"type": "join", "room": "general"}))
-        await _receive(alice, "joined")
+        await receive_frame(alice, "joined")
         await bob.send(json.dumps({"type": "join", "room": "general"}))
-        assert (await _receive(bob, "joined"))["online"] == ["alice", "bob"]
-        presence = await _receive(alice, "presence")
-        assert (presence["user"], presence["online"]) == ("bob", True)
+        assert (await receive_frame(bob, "joined"))["online"] == ["alice", "bob"]
+        presence = await receive_frame(alice, "presence")
+        assert (presence["online"], presence["offline"]) == (["bob"], [])
 
         await alice.send(json.dumps({"type": "message", "room": "general", "body": "hi bob"}))
-        to_bob = await _receive(bob, "message")
-        assert to_bob == await _receive(alice, "message")
+        to_bob = await receive_frame(bob, "message")
+        assert to_bob == await receive_frame(alice, "message")
         assert (to_bob["user"], to_bob["body"]) == ("alice", "hi bob")
 
         await bob.send(json.dumps({"type": "typing", "room": "general", "typing": True}))
-        typing = await _receive(alice, "typing")
+        typing = await receive_frame(alice, "typing")
         assert (typing["user"], typing["typing"]) == ("bob", True)
         await bob.send(json.dumps({"type": "message", "room": "general", "body": "hi alice"}))
-        assert (await _receive(alice, "message"))["body"] == "hi alice"
+        assert (await receive_frame(alice, "message"))["body"] == "hi alice"
         # Bob's acknowledgement: he closes only once his message is stored.
-        assert (await _receive(bob, "message"))["body"] == "hi alice"
+        assert (await receive_frame(bob, "message"))["body"] == "hi alice"
 
         await bob.close()
-        offline = await _receive(alice, "presence")
-        assert (offline["user"], offline["online"]) == ("bob", False)
+        offline = await receive_frame(alice, "presence")
+        assert (offline["online"], offline["offline"]) == ([], ["bob"])
     finally:
         await alice.close()
         await bob.close()

@@ -1,5 +1,7 @@
 """Real WebSocket connections to the ASGI application, for tests."""
 
+import asyncio
+import json
 from contextlib import asynccontextmanager
 
 from channels.testing import WebsocketCommunicator
@@ -21,20 +23,29 @@ class ChatClient:
         await self.communicator.send_to(text_data=text)
 
     async def receive(self, timeout: float = TIMEOUT) -> dict:
-        return await self.communicator.receive_json_from(timeout=timeout)
+        """The next frame, passing over `presence`: a room's joins and leaves of
+        the moment come together a little later, and may repeat what `joined`
+        said (docs/protocol.md). receive_type("presence") waits for one."""
+        while True:
+            frame = await self._next(timeout)
+            if frame["type"] != "presence":
+                return frame
 
     async def receive_type(self, kind: str) -> dict:
-        """The next frame, which must be of type `kind`."""
-        frame = await self.receive()
+        """The next frame (`presence` included when it is `kind`), which must be of type `kind`."""
+        frame = await (self._next() if kind == "presence" else self.receive())
         assert frame["type"] == kind, frame
         return frame
 
     async def receive_until(self, kind: str, timeout: float = TIMEOUT) -> dict:
         """The next frame of type `kind`, passing over any others."""
         while True:
-            frame = await self.receive(timeout)
+            frame = await self._next(timeout)
             if frame["type"] == kind:
                 return frame
+
+    async def _next(self, timeout: float = TIMEOUT) -> dict:
+        return await self.communicator.receive_json_from(timeout=timeout)
 
     async def join(self, room: str, since: int | None = None) -> dict:
         frame = {"type": "join", "room": room}
@@ -74,3 +85,15 @@ async def handshake_accepted(headers: list[tuple[bytes, bytes]]) -> bool:
     connected, _ = await communicator.connect(timeout=TIMEOUT)
     await communicator.disconnect()
     return connected
+
+
+async def receive_frame(ws, kind: str, timeout: float = 5) -> dict:
+    """The next frame of a `websockets` client connected to a real server, which
+    must be of type `kind`; `presence` frames are passed over unless asked for
+    (see ChatClient.receive)."""
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=timeout))
+        if frame["type"] != "presence" or kind == "presence":
+            break
+    assert frame["type"] == kind, frame
+    return frame

@@ -403,16 +403,28 @@
     dom.onlineCount.textContent = `(${state.online.length})`;
   }
 
+  // A room's joins and leaves of the moment come in one frame, which may
+  // repeat what "joined" said: only real changes are announced.
   function onPresence(frame) {
-    const users = new Set(state.online);
-    if (frame.online) {
-      users.add(frame.user);
-    } else {
-      users.delete(frame.user);
-      forgetTyper(frame.user);
+    const before = new Set(state.online);
+    const users = new Set(before);
+    for (const user of frame.online) users.add(user);
+    for (const user of frame.offline) {
+      users.delete(user);
+      forgetTyper(user);
     }
     setOnline([...users]);
-    addNotice(`${frame.user} ${frame.online ? "joined" : "left"}`);
+    const came = frame.online.filter((user) => !before.has(user));
+    const went = frame.offline.filter((user) => before.has(user));
+    if (came.length) addNotice(`${someUsers(came)} joined`);
+    if (went.length) addNotice(`${someUsers(went)} left`);
+  }
+
+  // "alice", "alice and bob", "alice, bob, carol and 12 others".
+  function someUsers(list) {
+    if (list.length === 1) return list[0];
+    if (list.length <= 3) return `${list.slice(0, -1).join(", ")} and ${list.at(-1)}`;
+    return `${list.slice(0, 3).join(", ")} and ${list.length - 3} others`;
   }
 
   function addNotice(text, kind) {

@@ -105,7 +105,7 @@ async def test_ban_removes_the_user_from_the_room_at_once(channel_backend, user,
         )
         assert await bob.receive() == {"type": "removed", "room": room.slug, "reason": "banned"}
         offline = await alice.receive_type("presence")
-        assert (offline["user"], offline["online"]) == ("bob", False)
+        assert (offline["online"], offline["offline"]) == ([], ["bob"])
         # Out of the room: no more of its messages, no way back in.
         await alice.post(room.slug, "bye bob", "a-1")
         await alice.receive_type("message")

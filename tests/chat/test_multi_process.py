@@ -17,6 +17,7 @@ from chat.models import Membership
 from tests.conftest import need_postgres, need_redis
 from tests.factories import make_user
 from tests.servers import SERVERS, serve
+from tests.ws import receive_frame
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -34,12 +35,6 @@ async def _open(server: str, user):
     return await websockets.connect(f"ws://{server}/ws/chat/", additional_headers=headers)
 
 
-async def _receive(ws, kind: str) -> dict:
-    frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
-    assert frame["type"] == kind, frame
-    return frame
-
-
 @pytest.mark.asyncio
 async def test_clients_on_two_processes_share_messages_presence_and_typing(
     two_servers, user, other_user, room
@@ -49,25 +44,25 @@ async def test_clients_on_two_processes_share_messages_presence_and_typing(
     bob = await _open(server_b, other_user)
     try:
         await alice.send(json.dumps({"type": "join", "room": room.slug}))
-        await _receive(alice, "joined")
+        await receive_frame(alice, "joined")
         await bob.send(json.dumps({"type": "join", "room": room.slug}))
-        joined = await _receive(bob, "joined")
+        joined = await receive_frame(bob, "joined")
         assert joined["online"] == ["alice", "bob"]
-        assert (await _receive(alice, "presence"))["user"] == "bob"
+        assert (await receive_frame(alice, "presence"))["online"] == ["bob"]
 
         await alice.send(json.dumps({"type": "message", "room": room.slug, "body": "hi from A"}))
-        to_bob = await _receive(bob, "message")
-        to_alice = await _receive(alice, "message")
+        to_bob = await receive_frame(bob, "message")
+        to_alice = await receive_frame(alice, "message")
         assert to_bob == to_alice
         assert to_bob["body"] == "hi from A"
 
         await bob.send(json.dumps({"type": "typing", "room": room.slug, "typing": True}))
-        typing = await _receive(alice, "typing")
+        typing = await receive_frame(alice, "typing")
         assert (typing["user"], typing["typing"]) == ("bob", True)
 
         await bob.close()
-        offline = await _receive(alice, "presence")
-        assert (offline["user"], offline["online"]) == ("bob", False)
+        offline = await receive_frame(alice, "presence")
+        assert (offline["online"], offline["offline"]) == ([], ["bob"])
     finally:
         await alice.close()
         await bob.close()
@@ -91,7 +86,7 @@ async def test_ban_and_deactivation_reach_sockets_on_every_process(two_servers, 
     try:
         for tab in tabs:
             await tab.send(json.dumps({"type": "join", "room": room.slug}))
-            await _receive(tab, "joined")
+            await receive_frame(tab, "joined")
         membership = await database_sync_to_async(Membership.objects.get)(user=user, room=room)
         admin = await database_sync_to_async(_admin_client)()
         banned = await database_sync_to_async(_admin_action)(
@@ -99,7 +94,7 @@ async def test_ban_and_deactivation_reach_sockets_on_every_process(two_servers, 
         )
         assert banned == 302
         for tab in tabs:
-            assert (await _receive(tab, "removed"))["room"] == room.slug
+            assert (await receive_frame(tab, "removed"))["room"] == room.slug
 
         deactivated = await database_sync_to_async(_admin_action)(
             admin, "/admin/auth/user/", "deactivate", [user.id]
@@ -127,7 +122,7 @@ async def test_a_server_stops_promptly_with_sockets_in_rooms(kind, user, room):
         sockets = [await _open(server.address, user) for _ in range(3)]
         for ws in sockets:
             await ws.send(json.dumps({"type": "join", "room": room.slug}))
-            await _receive(ws, "joined")
+            await receive_frame(ws, "joined")
         await sockets[0].close()  # one client leaves first, as the others stay
         started = time.monotonic()
         server.process.terminate()

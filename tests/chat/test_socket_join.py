@@ -1,9 +1,11 @@
 """Joining and leaving rooms on the socket: history, catch-up, presence."""
 
+from contextlib import AsyncExitStack
+
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.factories import make_member, make_messages, make_room
+from tests.factories import make_member, make_messages, make_room, make_user
 from tests.ws import connect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -70,17 +72,17 @@ async def test_others_see_presence_when_someone_joins_and_leaves(
         async with connect(other_user) as bob:
             joined = await bob.join(room.slug)
             assert joined["online"] == ["alice", "bob"]
-            assert await alice.receive() == {
+            # Not about herself, even when her join fell in the same moment.
+            assert await alice.receive_type("presence") == {
                 "type": "presence",
                 "room": room.slug,
-                "user": "bob",
-                "online": True,
+                "online": ["bob"],
+                "offline": [],
             }
             await bob.send({"type": "leave", "room": room.slug})
             assert await bob.receive() == {"type": "left", "room": room.slug}
         offline = await alice.receive_type("presence")
-    assert offline["online"] is False
-    assert offline["user"] == "bob"
+    assert (offline["online"], offline["offline"]) == ([], ["bob"])
 
 
 async def test_closing_the_socket_leaves_every_room(channel_backend, user, other_user, room):
@@ -94,9 +96,9 @@ async def test_closing_the_socket_leaves_every_room(channel_backend, user, other
             await alice.receive_type("presence")
             await alice.receive_type("presence")
         gone = [await alice.receive_type("presence"), await alice.receive_type("presence")]
-    assert {(p["room"], p["user"], p["online"]) for p in gone} == {
-        (room.slug, "bob", False),
-        (second.slug, "bob", False),
+    assert {(p["room"], tuple(p["online"]), tuple(p["offline"])) for p in gone} == {
+        (room.slug, (), ("bob",)),
+        (second.slug, (), ("bob",)),
     }
 
 
@@ -113,7 +115,7 @@ async def test_second_tab_does_not_announce_or_drop_the_user(
                 assert joined["online"] == ["alice", "bob"]
             # One of bob's two tabs closed: he is still online.
             await alice.assert_silent()
-        assert (await alice.receive_type("presence"))["online"] is False
+        assert (await alice.receive_type("presence"))["offline"] == ["bob"]
 
 
 async def test_leave_of_a_room_not_joined_is_an_error(channel_backend, user, room):
@@ -135,3 +137,36 @@ async def test_rejoin_after_reconnect_resumes_without_gaps(channel_backend, user
     async with connect(user) as alice:
         joined = await alice.join(room.slug, since=last_seen)
     assert [m["body"] for m in joined["messages"]] == ["while alice was away"]
+
+
+async def test_a_storm_of_joins_reaches_each_socket_in_a_few_presence_frames(
+    channel_backend, user, room
+):
+    """Every client of a big room reconnecting at once (a restart) must not
+    cost each socket a frame per joiner: a room's joins go out together."""
+    names = [f"guest{i}" for i in range(8)]
+    guests = [await database_sync_to_async(make_user)(name) for name in names]
+    async with connect(user) as alice, AsyncExitStack() as stack:
+        await alice.join(room.slug)
+        sockets = [await stack.enter_async_context(connect(guest)) for guest in guests]
+        for socket in sockets:
+            await socket.join(room.slug)
+        frames, seen = 0, set()
+        while seen != set(names):
+            frame = await alice.receive_type("presence")
+            frames += 1
+            seen.update(frame["online"])
+            assert frame["offline"] == []
+        assert frames <= 3  # one per 0.1 s tick that the joins spanned; not 8
+        await alice.assert_silent()
+
+
+async def test_a_users_arrival_comes_before_their_first_message(
+    channel_backend, user, other_user, room
+):
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await bob.post(room.slug, "hi, just got here", "b-1")
+        assert (await alice.receive_type("presence"))["online"] == ["bob"]
+        assert (await alice.receive_type("message"))["body"] == "hi, just got here"
