@@ -4,7 +4,6 @@ Thin by design: authenticate, parse the frame (chat.protocol), call a service
 or selector, reply. Business rules live in chat.services.
 """
 
-import asyncio
 import logging
 import uuid
 
@@ -25,6 +24,7 @@ from chat.exceptions import (
     TooManySockets,
 )
 from chat.fanout import get_fanout
+from chat.heartbeat import get_heartbeat
 from chat.models import Room
 from chat.presence import get_presence
 from chat.ratelimit import TokenBucket, get_send_buckets
@@ -100,7 +100,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.fanout.join(events.user_group(user.pk), self)
         await self.accept()
         self.opened_at = observe.socket_opened(user_id=user.pk)
-        self.heartbeat = asyncio.create_task(self._heartbeat())
+        # Its seat and presence entries live while the process renews them.
+        self.heartbeat = get_heartbeat()
+        self.heartbeat.add(self)
 
     async def _refuse(self, error: ChatError) -> None:
         """Accept only to say why, then close: a refused handshake (403) would
@@ -119,7 +121,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.accepted:
             return  # refused
         observe.socket_closed(user_id=self.user.pk, code=code, opened_at=self.opened_at)
-        self.heartbeat.cancel()
+        self.heartbeat.discard(self)
         await self.seats.release(self.user.pk, self.socket_id)
         await self.fanout.leave(events.user_group(self.user.pk), self)
         for room in list(self.rooms.values()):
@@ -294,13 +296,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             room_id=room.id, room_slug=room.slug, user=self.username, online=online
         )
 
-    async def _heartbeat(self) -> None:
-        """Keep this socket's seat and presence entries alive while it is open."""
-        interval = settings.PRESENCE_TTL / 3
-        while True:
-            await asyncio.sleep(interval)
-            await self.seats.renew(self.user.pk, self.socket_id)
-            if self.rooms:
-                await self.presence.refresh(
-                    [room.id for room in self.rooms.values()], self.username, self.socket_id
-                )
+    # --- for the process's heartbeat (chat.heartbeat) -------------------------------------
+
+    @property
+    def user_id(self) -> int:
+        return self.user.pk
+
+    def room_ids(self) -> list[int]:
+        return [room.id for room in self.rooms.values()]

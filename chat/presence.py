@@ -3,7 +3,7 @@
 An entry is one socket in one room: (username, channel name) with an expiry.
 A user is online while any of their sockets is; so a second tab does not
 announce them twice, and closing one of two tabs does not make them vanish.
-Sockets refresh their entries (see ChatConsumer's heartbeat), so the entries
+Each process refreshes its sockets' entries (chat.heartbeat), so the entries
 of a process that died without cleaning up expire after PRESENCE_TTL.
 
 With REDIS_URL set the entries live in Redis (a sorted set per room, scored by
@@ -64,13 +64,18 @@ class LocalPresence:
         entries.pop(_entry(username, channel), None)
         return _count(list(entries), username) == 0
 
-    async def refresh(self, room_ids: list[int], username: str, channel: str) -> None:
+    async def refresh_many(self, sockets: list[tuple[list[int], str, str]]) -> None:
         expires = time.monotonic() + settings.PRESENCE_TTL
-        for room_id in room_ids:
-            self._live(room_id)[_entry(username, channel)] = expires
+        for room_ids, username, channel in sockets:
+            for room_id in room_ids:
+                self._live(room_id)[_entry(username, channel)] = expires
 
     async def online(self, room_id: int) -> list[str]:
         return _users(list(self._live(room_id)))
+
+
+# Entries renewed per pipeline: Redis runs a pipeline's commands back to back.
+REFRESH_BATCH = 500
 
 
 class RedisPresence:
@@ -114,17 +119,25 @@ class RedisPresence:
             return True
         return _count(entries, username) == 0
 
-    async def refresh(self, room_ids: list[int], username: str, channel: str) -> None:
+    async def refresh_many(self, sockets: list[tuple[list[int], str, str]]) -> None:
+        """Renew each (room ids, username, channel) socket's entries, a pipelined
+        round trip per REFRESH_BATCH entries."""
         expires = time.time() + settings.PRESENCE_TTL
-        try:
-            async with self._client().pipeline(transaction=False) as pipe:
-                for room_id in room_ids:
-                    pipe.zadd(self._key(room_id), {_entry(username, channel): expires})
-                    pipe.expire(self._key(room_id), settings.PRESENCE_TTL)
-                await pipe.execute()
-        except RedisError:
-            # A missed refresh only risks an early expiry; the next one retries.
-            logger.warning("presence refresh failed", exc_info=True)
+        entries = [
+            (self._key(room_id), _entry(username, channel))
+            for room_ids, username, channel in sockets
+            for room_id in room_ids
+        ]
+        for start in range(0, len(entries), REFRESH_BATCH):
+            try:
+                async with self._client().pipeline(transaction=False) as pipe:
+                    for key, entry in entries[start : start + REFRESH_BATCH]:
+                        pipe.zadd(key, {entry: expires})
+                        pipe.expire(key, settings.PRESENCE_TTL)
+                    await pipe.execute()
+            except RedisError:
+                # A missed refresh only risks an early expiry; the next one retries.
+                logger.warning("presence refresh failed", exc_info=True)
 
     async def online(self, room_id: int) -> list[str]:
         try:

@@ -2,8 +2,8 @@
 
 A socket holds a seat from its handshake to its close; a user with
 MAX_SOCKETS_PER_USER seats taken gets no more (another tab, a runaway bot
-reconnecting in a loop). Seats expire after PRESENCE_TTL unless the socket's
-heartbeat renews them, so the seats of a process that died without closing
+reconnecting in a loop). Seats expire after PRESENCE_TTL unless the process's
+heartbeat (chat.heartbeat) renews them, so the seats of a process that died without closing
 its sockets come free by themselves.
 
 With REDIS_URL the seats live in Redis (a sorted set per user scored by
@@ -39,8 +39,10 @@ class LocalSeats:
         seats[channel] = time.monotonic() + settings.PRESENCE_TTL
         return True
 
-    async def renew(self, user_id: int, channel: str) -> None:
-        self._live(user_id)[channel] = time.monotonic() + settings.PRESENCE_TTL
+    async def renew_many(self, seats: list[tuple[int, str]]) -> None:
+        expires = time.monotonic() + settings.PRESENCE_TTL
+        for user_id, channel in seats:
+            self._live(user_id)[channel] = expires
 
     async def release(self, user_id: int, channel: str) -> None:
         self._live(user_id).pop(channel, None)
@@ -61,6 +63,10 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.ceil(ttl))
 return 1
 """
+
+
+# Seats renewed per pipeline: Redis runs a pipeline's commands back to back.
+RENEW_BATCH = 500
 
 
 class RedisSeats:
@@ -85,9 +91,23 @@ class RedisSeats:
             return True
         return bool(seated)
 
-    async def renew(self, user_id: int, channel: str) -> None:
-        # Taking a seat already held renews it.
-        await self.take(user_id, channel)
+    async def renew_many(self, seats: list[tuple[int, str]]) -> None:
+        """Renew these (user id, channel) seats, a pipelined round trip per RENEW_BATCH."""
+        client = loop_client(self.url)
+        script = client.register_script(TAKE_SCRIPT)
+        for start in range(0, len(seats), RENEW_BATCH):
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for user_id, channel in seats[start : start + RENEW_BATCH]:
+                        # Taking a seat already held renews it.
+                        await script(
+                            keys=[self._key(user_id)],
+                            args=[channel, settings.MAX_SOCKETS_PER_USER, settings.PRESENCE_TTL],
+                            client=pipe,
+                        )
+                    await pipe.execute()
+            except RedisError:
+                logger.warning("socket limit unavailable; seats not renewed", exc_info=True)
 
     async def release(self, user_id: int, channel: str) -> None:
         try:

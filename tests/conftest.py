@@ -8,6 +8,7 @@ import redis
 from django.conf import settings
 
 from chat.fanout import close_fanout
+from chat.heartbeat import close_heartbeat
 from chat.models import Room
 from chat.sharedstate import reset_shared_stores
 from tests.factories import make_room, make_user
@@ -76,9 +77,11 @@ def _isolated_shared_state(settings):
 @pytest_asyncio.fixture(autouse=True)
 async def _fanout_stops_with_the_loop():
     """Each test's event loop ends with it: the loop's room fan-out stops first
-    (chat.fanout.close), or a receive stuck in channels-redis hangs the teardown."""
+    (chat.fanout.close), or a receive stuck in channels-redis hangs the teardown;
+    and its heartbeat."""
     yield
     await close_fanout()
+    close_heartbeat()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -1,0 +1,84 @@
+"""The process's heartbeat: its open sockets' seats and presence entries, kept alive.
+
+Seats (chat.socketlimit) and presence entries (chat.presence) expire after
+PRESENCE_TTL, so that those of a process that died without closing its
+sockets come free by themselves. A living process renews its own: one task
+per process, every third of the TTL, renews every socket's seat and entries
+in pipelined round trips, instead of a task per socket waking to make two
+round trips of its own (a task and its timer are about a kilobyte per idle
+socket; docs/performance.md).
+"""
+
+import asyncio
+import logging
+import weakref
+from typing import Protocol
+
+from django.conf import settings
+
+from chat.presence import get_presence
+from chat.socketlimit import get_seats
+
+logger = logging.getLogger(__name__)
+
+
+class Socket(Protocol):
+    socket_id: str
+    user_id: int
+    username: str
+
+    def room_ids(self) -> list[int]: ...
+
+
+class Heartbeat:
+    def __init__(self) -> None:
+        self.sockets: set[Socket] = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, socket: Socket) -> None:
+        self.sockets.add(socket)
+        if self.task is None:
+            self.task = asyncio.create_task(self._beat_forever())
+
+    def discard(self, socket: Socket) -> None:
+        self.sockets.discard(socket)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.PRESENCE_TTL / 3)
+            try:
+                await self.beat()
+            except Exception:
+                # A failed beat only risks an early expiry; the next one renews.
+                logger.exception("heartbeat failed")
+
+    async def beat(self) -> None:
+        """Renew every open socket's seat and presence entries now."""
+        sockets = list(self.sockets)
+        await get_seats().renew_many([(socket.user_id, socket.socket_id) for socket in sockets])
+        await get_presence().refresh_many(
+            [(socket.room_ids(), socket.username, socket.socket_id) for socket in sockets]
+        )
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+_heartbeats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def get_heartbeat() -> Heartbeat:
+    """This event loop's heartbeat (one per process in production; tests run several loops)."""
+    loop = asyncio.get_running_loop()
+    heartbeat = _heartbeats.get(loop)
+    if heartbeat is None:
+        heartbeat = _heartbeats[loop] = Heartbeat()
+    return heartbeat
+
+
+def close_heartbeat() -> None:
+    """Stop this event loop's heartbeat, if it has one."""
+    heartbeat = _heartbeats.pop(asyncio.get_running_loop(), None)
+    if heartbeat is not None:
+        heartbeat.close()
