@@ -65,8 +65,9 @@ return 1
 """
 
 
-# Seats renewed per pipeline: Redis runs a pipeline's commands back to back.
-RENEW_BATCH = 500
+# Seats renewed per pipeline: each is packed and parsed on the event loop at
+# once; between pipelines the loop serves the sockets.
+RENEW_BATCH = 100
 
 
 class RedisSeats:
