@@ -4,6 +4,7 @@ Thin by design: authenticate, parse the frame (chat.protocol), call a service
 or selector, reply. Business rules live in chat.services.
 """
 
+import asyncio
 import logging
 import uuid
 
@@ -38,6 +39,9 @@ CLOSED_SOCKET_ERRORS = (OSError, Disconnected)
 # 4000-4999: the application's own close codes.
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TOO_MANY_ERRORS = 4008  # as 1008, policy violation
+# How long a sender waits for its message to come back through the layer
+# before it is acknowledged directly (the layer lost it: Redis restarted).
+ECHO_WAIT = 1.0
 
 
 @database_sync_to_async
@@ -92,6 +96,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Per room, what this socket was sent with no gap, so that it is sent
         # the rest from the database after the layer lost messages (chat.resume).
         self.streams: dict[str, Stream] = {}
+        # This socket's messages that the layer took, until their copy comes
+        # back through the fan-out (their acknowledgement): message id -> timer.
+        self.unechoed: dict[int, asyncio.TimerHandle] = {}
+        self.acknowledging: set[asyncio.Task] = set()  # held until done
         self.presence = get_presence()
         self.send_buckets = get_send_buckets()
         self.fanout = get_fanout()
@@ -122,6 +130,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return  # refused
         observe.socket_closed(user_id=self.user.pk, code=code, opened_at=self.opened_at)
         self.heartbeat.discard(self)
+        for echo_wait in self.unechoed.values():
+            echo_wait.cancel()
         await self.seats.release(self.user.pk, self.socket_id)
         await self.fanout.leave(events.user_group(self.user.pk), self)
         for room in list(self.rooms.values()):
@@ -208,10 +218,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # client_id: its first broadcast may have died with another process).
         # The sender's copy is its acknowledgement: through the fan-out, it
         # comes in seq order with the room's other messages. Should the layer
-        # refuse it (Redis away), the sender is acknowledged here instead.
-        if not await events.aroom_broadcast(room.id, frame):
-            self._stream(room.slug).live(message.id, message.seq)
-            await self.send_frame(frame)
+        # refuse it (Redis away), the sender is acknowledged here at once;
+        # should the layer lose it (Redis restarted empty), after ECHO_WAIT.
+        if await events.aroom_broadcast(room.id, frame):
+            self.unechoed[message.id] = asyncio.get_running_loop().call_later(
+                ECHO_WAIT, self._echo_missed, room.slug, frame
+            )
+        else:
+            await self._acknowledge(room.slug, frame)
 
     async def typing(self, command: protocol.Typing) -> None:
         room = self._joined(command.room)
@@ -238,10 +252,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- room events, from this process's fan-out (chat.fanout) -------------------------
 
     async def room_event(self, event: dict) -> None:
-        """One room event for this socket (the fan-out has left out its sender)."""
+        """One room event for this socket, from the process's fan-out."""
         await self.send_text(event["text"])
         if "seq" in event:
             self._stream(event["room"]).live(event["id"], event["seq"])
+            echo_wait = self.unechoed.pop(event["id"], None)
+            if echo_wait is not None:  # this socket's own message: acknowledged
+                echo_wait.cancel()
+
+    def _echo_missed(self, slug: str, frame: dict) -> None:
+        """The layer took this socket's message but never brought it back."""
+        del self.unechoed[frame["id"]]
+        task = asyncio.get_running_loop().create_task(self._acknowledge(slug, frame))
+        self.acknowledging.add(task)
+        task.add_done_callback(self.acknowledging.discard)
+
+    async def _acknowledge(self, slug: str, frame: dict) -> None:
+        """Send the sender its own message directly."""
+        if slug in self.rooms:
+            self._stream(slug).live(frame["id"], frame["seq"])
+        await self.send_frame(frame)
 
     async def catch_up(self) -> None:
         """Send, from the database, what the channel layer dropped (Redis was away)."""

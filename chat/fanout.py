@@ -239,7 +239,9 @@ class Fanout:
     async def _send(self, group: str, event: dict) -> None:
         exclude = event.get("exclude")
         sockets = [socket for socket in self.members.get(group, ()) if socket.socket_id != exclude]
-        movers = set(event.get("online", ())) | set(event.get("offline", ()))  # presence
+        movers: set[str] = set()
+        if "online" in event:  # presence: the users named are not told about themselves
+            movers = {*event["online"], *event["offline"]}
         for socket in sockets:
             if socket.username in movers:
                 personal = events.presence_without(event, socket.username)

@@ -2,6 +2,7 @@
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 
 from chat.models import Message
 from tests.factories import make_room
@@ -98,3 +99,23 @@ async def test_messages_arrive_in_id_order(channel_backend, user, other_user, ro
     assert [m["body"] for m in received] == [f"m{i}" for i in range(20)]
     ids = [m["id"] for m in received]
     assert ids == sorted(ids)
+
+
+async def test_a_message_the_layer_lost_is_still_acknowledged_to_its_sender(
+    channel_backend, monkeypatch, user, room
+):
+    """The layer took it and never brought it back (Redis restarted empty):
+    the sender is acknowledged directly, a moment later."""
+    layer = get_channel_layer()
+
+    async def lose(group, message):
+        return None
+
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        monkeypatch.setattr(layer, "group_send", lose)
+        await alice.post(room.slug, "into the void", "c-lost")
+        echo = await alice.receive_type("message")
+    assert (echo["client_id"], echo["body"]) == ("c-lost", "into the void")
+    stored = await database_sync_to_async(Message.objects.get)()
+    assert echo["id"] == stored.id
