@@ -130,6 +130,8 @@ class ChatClient:
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         async with websockets.connect(self.url, additional_headers=headers) as socket:
+            if self._closing:
+                return  # close() came while this connection was being made
             self._socket = socket
             self.connections += 1
             for room, state in self.rooms.items():

@@ -30,11 +30,18 @@ from tests.conftest import REQUIRE_SERVICES, need_postgres
 from tests.factories import make_room, make_user
 from tests.servers import DaphneProcess, PrivateRedis
 
-pytestmark = [pytest.mark.services, pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
-
 CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "6"))
 SECONDS = float(os.environ.get("CHAOS_SECONDS", "12"))
 SEND_INTERVAL = 0.25  # per client: 4 messages a second each
+# Every wait below is bounded; the whole test too, as `make chaos` makes it longer.
+ACK_WAIT, CONVERGE_WAIT, CLOSE_WAIT = 60, 120, 30
+
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.chaos,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(SECONDS + ACK_WAIT + CONVERGE_WAIT + CLOSE_WAIT + 120),
+]
 
 
 @pytest.fixture
@@ -117,14 +124,15 @@ async def test_no_acknowledged_message_is_lost_duplicated_or_reordered(chaos_sta
     tasks.append(asyncio.create_task(_chaos(clients, servers, redis_server, stop, chaos_log)))
     await asyncio.sleep(SECONDS)
     stop.set()
-    await asyncio.gather(*tasks)
+    # A send or a restart still waiting this long after the stop is a hang.
+    await asyncio.wait_for(asyncio.gather(*tasks), CLOSE_WAIT + 30)
 
     # Every send is acknowledged in the end (resent across reconnects as needed)...
     loop = asyncio.get_running_loop()
     stopped = loop.time()
     for client in clients:
         try:
-            await client.wait_acked(sent[client.name], timeout=60)
+            await client.wait_acked(sent[client.name], timeout=ACK_WAIT)
         except TimeoutError:
             pending = {cid: frame["body"] for cid, frame in client.pending.items()}
             pytest.fail(f"{client.name} never had {pending} acknowledged")
@@ -136,7 +144,7 @@ async def test_no_acknowledged_message_is_lost_duplicated_or_reordered(chaos_sta
     stored = await database_sync_to_async(stored_ids)()
     # ...and every client ends up with exactly the stored messages.
     # Clients behind (a big run on a small machine) catch up in time.
-    for _ in range(1200):
+    while loop.time() - stopped < ACK_WAIT + CONVERGE_WAIT:
         if all([m["id"] for m in c.messages[room.slug]] == stored for c in clients):
             break
         await asyncio.sleep(0.1)
@@ -144,7 +152,8 @@ async def test_no_acknowledged_message_is_lost_duplicated_or_reordered(chaos_sta
 
     for client in clients:
         await client.close()
-    await asyncio.gather(*runners)
+    _, running = await asyncio.wait(runners, timeout=CLOSE_WAIT)
+    assert not running, f"{len(running)} clients still running {CLOSE_WAIT} s after close()"
 
     acked = {cid: m["id"] for c in clients for cid, m in c.acked.items()}
     lost = [cid for cid, message_id in acked.items() if message_id not in set(stored)]

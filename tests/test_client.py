@@ -1,0 +1,32 @@
+"""The Python chat client (chat.client) against a WebSocket server of the test's own."""
+
+import asyncio
+
+import pytest
+from websockets.asyncio.server import serve
+
+from chat.client import ChatClient
+
+
+@pytest.mark.asyncio
+async def test_closing_while_a_connection_is_being_made_still_ends_run():
+    handshaking, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_handshake(connection, request):
+        handshaking.set()
+        await release.wait()
+
+    async def keep_open(connection):
+        await connection.wait_closed()
+
+    async with serve(keep_open, "127.0.0.1", 0, process_request=hold_the_handshake) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = ChatClient(f"ws://127.0.0.1:{port}/", token="t", rooms=["general"])
+        runner = asyncio.create_task(client.run())
+        await asyncio.wait_for(handshaking.wait(), 5)
+
+        await client.close()
+        release.set()  # the connection now opens, after close()
+
+        await asyncio.wait_for(runner, 5)
+        assert client.connections == 0
