@@ -220,11 +220,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # comes in seq order with the room's other messages. Should the layer
         # refuse it (Redis away), the sender is acknowledged here at once;
         # should the layer lose it (Redis restarted empty), after ECHO_WAIT.
-        if await events.aroom_broadcast(room.id, frame):
-            self.unechoed[message.id] = asyncio.get_running_loop().call_later(
-                ECHO_WAIT, self._echo_missed, room.slug, frame
-            )
-        else:
+        # The wait starts before the publish: the copy can come back through
+        # the fan-out before Redis answers the publish itself.
+        self._await_echo(room.slug, frame)
+        if not await events.aroom_broadcast(room.id, frame):
+            self._echoed(message.id)
             await self._acknowledge(room.slug, frame)
 
     async def typing(self, command: protocol.Typing) -> None:
@@ -256,9 +256,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_text(event["text"])
         if "seq" in event:
             self._stream(event["room"]).live(event["id"], event["seq"])
-            echo_wait = self.unechoed.pop(event["id"], None)
-            if echo_wait is not None:  # this socket's own message: acknowledged
-                echo_wait.cancel()
+            self._echoed(event["id"])  # if it was this socket's own: acknowledged
+
+    def _await_echo(self, slug: str, frame: dict) -> None:
+        self._echoed(frame["id"])  # a resent message: the first wait is over
+        self.unechoed[frame["id"]] = asyncio.get_running_loop().call_later(
+            ECHO_WAIT, self._echo_missed, slug, frame
+        )
+
+    def _echoed(self, message_id: int) -> None:
+        echo_wait = self.unechoed.pop(message_id, None)
+        if echo_wait is not None:
+            echo_wait.cancel()
 
     def _echo_missed(self, slug: str, frame: dict) -> None:
         """The layer took this socket's message but never brought it back."""

@@ -1,9 +1,12 @@
 """Messages and typing over the socket."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from chat import consumers
 from chat.models import Message
 from tests.factories import make_room
 from tests.ws import connect
@@ -99,6 +102,29 @@ async def test_messages_arrive_in_id_order(channel_backend, user, other_user, ro
     assert [m["body"] for m in received] == [f"m{i}" for i in range(20)]
     ids = [m["id"] for m in received]
     assert ids == sorted(ids)
+
+
+async def test_a_sender_whose_copy_comes_back_before_the_publish_returns_gets_it_once(
+    channel_backend, monkeypatch, user, room
+):
+    """Redis can hand the fan-out the message before it answers the publish:
+    the sender's copy, its acknowledgement, must not also come after ECHO_WAIT."""
+    layer = get_channel_layer()
+    publish = layer.group_send
+
+    async def publish_then_answer_late(group, message):
+        await publish(group, message)
+        await asyncio.sleep(0.05)  # the copy is delivered meanwhile
+
+    monkeypatch.setattr(consumers, "ECHO_WAIT", 0.2)
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        monkeypatch.setattr(layer, "group_send", publish_then_answer_late)
+        await alice.post(room.slug, "once", "c-once")
+        echo = await alice.receive_type("message")
+        await asyncio.sleep(0.3)  # past ECHO_WAIT
+        await alice.assert_silent()
+    assert (echo["client_id"], echo["body"]) == ("c-once", "once")
 
 
 async def test_a_message_the_layer_lost_is_still_acknowledged_to_its_sender(
