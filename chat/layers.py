@@ -7,24 +7,88 @@ waits for Redis (with backoff), and then every receiver of the process, failed
 or still waiting, gets one `layer.recovered` event, on which it subscribes
 again (Redis may have restarted empty) and sends what it missed from the
 database (chat.fanout, chat.consumers).
+
+It also talks to Redis less, keeping channels-redis's data model, so that
+processes of either kind can share a Redis:
+
+- `group_send` is one script: channels-redis makes four round trips (drop
+  expired members, read the members, drop expired messages, push), with the
+  push script's whole text sent each time.
+- A receive pops what has piled up in one round trip and hands it out one by
+  one; channels-redis makes four per message (restore its backup queue, pop,
+  back up, clean the backup). The backup only matters to a receive cancelled
+  between the pop and the hand-over; here the popped messages wait in the
+  layer for the next receive instead, and a process that dies loses them as
+  it loses whatever its sockets had not yet been sent.
+
+Measured in docs/performance.md.
 """
 
 import asyncio
+import collections
 import logging
+import random
+import time
 
+import msgpack
 from channels_redis.core import RedisChannelLayer
+from channels_redis.serializers import MsgPackSerializer
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 RECOVERED = {"type": "layer.recovered"}
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
+# Messages popped in one round trip at most: a busy process's backlog.
+RECEIVE_BATCH = 100
+
+# KEYS[1]: the group. ARGV: now, group expiry, message expiry, capacity, the
+# channel key prefix, then the message as channels-redis stores it, in three
+# parts around its `__asgi_channel__` value (the member channels that share a
+# channel key, one key per process): random prefix + map header and key,
+# value, the other entries. cmsgpack packs that list as msgpack does.
+GROUP_SEND_SCRIPT = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, math.floor(now) - tonumber(ARGV[2]))
+local keys, channels = {}, {}
+for _, channel in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local bang = string.find(channel, '!', 1, true)
+  local key = ARGV[5] .. (bang and string.sub(channel, 1, bang) or channel)
+  if channels[key] == nil then
+    channels[key] = {}
+    keys[#keys + 1] = key
+  end
+  table.insert(channels[key], channel)
+end
+local expiry, capacity, over = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
+for _, key in ipairs(keys) do
+  redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
+  if redis.call('ZCARD', key) < capacity then
+    redis.call('ZADD', key, now, ARGV[6] .. cmsgpack.pack(channels[key]) .. ARGV[7])
+    redis.call('EXPIRE', key, expiry)
+  else
+    over = over + 1
+  end
+end
+return over
+"""
+ASGI_CHANNEL = "__asgi_channel__"
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._recovery: asyncio.Future | None = None
+        self._popped: dict[str, collections.deque] = {}  # channel key -> not yet handed out
+        serializer = self._serializer
+        # The one-script group_send writes what channels-redis would: msgpack,
+        # unencrypted, one capacity, one Redis. Otherwise channels-redis's own.
+        self._one_script = (
+            isinstance(serializer, MsgPackSerializer)
+            and serializer.crypter is None
+            and not self.channel_capacity
+            and self.ring_size == 1
+        )
 
     async def receive(self, channel: str) -> dict:
         try:
@@ -56,3 +120,48 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         except (RedisError, OSError):
             return False
         return True
+
+    # --- fewer round trips ----------------------------------------------------------------
+
+    async def group_send(self, group: str, message: dict) -> None:
+        if not self._one_script:
+            return await super().group_send(group, message)
+        assert self.require_valid_group_name(group), "Group name not valid"
+        head, tail = _split_at_channel(message)
+        # What keeps equal messages apart in the channel's sorted set.
+        length = self._serializer.random_prefix_length
+        prefix = random.getrandbits(8 * length).to_bytes(length, "big")
+        connection = self.connection(self.consistent_hash(group))
+        over = await connection.register_script(GROUP_SEND_SCRIPT)(
+            keys=[self._group_key(group)],
+            args=[
+                *(time.time(), self.group_expiry, self.expiry, self.capacity, self.prefix),
+                *(prefix + head, tail),
+            ],
+        )
+        if over:
+            logger.info("%s channels over capacity in group %s", over, group)
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: float):
+        popped = self._popped.get(channel)
+        if popped:
+            return popped.popleft()
+        connection = self.connection(index)
+        batch = await connection.zpopmin(channel, RECEIVE_BATCH)
+        if not batch:
+            result = await connection.bzpopmin(channel, timeout=timeout)
+            return None if result is None else result[1]
+        self._popped[channel] = collections.deque(member for member, _ in batch[1:])
+        return batch[0][0]
+
+    async def _clean_receive_backup(self, index: int, channel: str) -> None:
+        """No backup queue (_brpop_with_clean keeps none)."""
+
+
+def _split_at_channel(message: dict) -> tuple[bytes, bytes]:
+    """`message` packed as channels-redis packs it, with `__asgi_channel__`
+    first: the bytes before that key's value, and those after it."""
+    marker = msgpack.packb(ASGI_CHANNEL) + msgpack.packb(None)
+    packed = msgpack.packb({ASGI_CHANNEL: None, **message})
+    start = packed.index(marker) + len(marker) - 1  # the map header is 1 or 3 bytes
+    return packed[:start], packed[start + 1 :]

@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
+from django.conf import settings
 
 from tests.conftest import need_redis
 
@@ -23,3 +25,70 @@ async def test_a_quiet_receive_is_not_taken_for_a_lost_redis():
     done, _ = await asyncio.wait({receiving}, timeout=10)
     assert done, "nothing received"
     assert receiving.result() == {"type": "hello"}
+
+
+def _layers():
+    """The project's layer and plain channels-redis, on one Redis and prefix."""
+    need_redis()
+    ours = get_channel_layer()
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    return ours, RedisChannelLayer(**config)
+
+
+EVENT = {"type": "room.event", "room_id": 7, "text": '{"body": "h\\u00e9"}', "client_id": None}
+
+
+@pytest.mark.parametrize("direction", ["ours to channels-redis", "channels-redis to ours"])
+async def test_the_one_script_group_send_and_the_batched_receive_speak_channels_redis(direction):
+    """Processes of either kind can share a Redis: what one sends to a group,
+    the other receives, None values and non-ASCII text included."""
+    ours, theirs = _layers()
+    sender, receiver = (ours, theirs) if direction.startswith("ours") else (theirs, ours)
+    group = f"layer-test-{direction[:4]}"
+    channel = await receiver.new_channel()
+    await receiver.group_add(group, channel)
+    try:
+        for n in range(3):
+            await sender.group_send(group, {**EVENT, "n": n})
+        received = [await asyncio.wait_for(receiver.receive(channel), 5) for _ in range(3)]
+    finally:
+        await receiver.group_discard(group, channel)
+    assert received == [{**EVENT, "n": n} for n in range(3)]
+
+
+async def test_a_group_send_goes_once_to_each_process_and_skips_expired_members():
+    ours, theirs = _layers()
+    group = "layer-test-members"
+    mine, other_process, dead = await ours.new_channel(), await theirs.new_channel(), "x.dead!1"
+    for channel in (mine, other_process):
+        await ours.group_add(group, channel)
+    redis = ours.connection(0)
+    await redis.zadd(ours._group_key(group), {dead: 1})  # last renewed in 1970
+    try:
+        await ours.group_send(group, EVENT)
+        assert await asyncio.wait_for(ours.receive(mine), 5) == EVENT
+        assert await asyncio.wait_for(theirs.receive(other_process), 5) == EVENT
+        members = await redis.zrange(ours._group_key(group), 0, -1)
+        assert dead.encode() not in members
+        assert not await redis.exists(ours.prefix + ours.non_local_name(dead))
+    finally:
+        for channel in (mine, other_process):
+            await ours.group_discard(group, channel)
+
+
+async def test_a_group_send_to_a_full_channel_is_dropped_as_channels_redis_drops_it(monkeypatch):
+    ours, _ = _layers()
+    monkeypatch.setattr(ours, "capacity", 2)
+    group = "layer-test-capacity"
+    channel = await ours.new_channel()
+    await ours.group_add(group, channel)
+    try:
+        for n in range(3):
+            await ours.group_send(group, {**EVENT, "n": n})
+        first_two = [await asyncio.wait_for(ours.receive(channel), 5) for _ in range(2)]
+        await ours.group_send(group, {**EVENT, "n": 3})  # room again
+        after = await asyncio.wait_for(ours.receive(channel), 5)
+    finally:
+        await ours.group_discard(group, channel)
+    assert [m["n"] for m in first_two] == [0, 1]
+    assert after["n"] == 3
