@@ -35,6 +35,8 @@ from channels_redis.core import RedisChannelLayer
 from channels_redis.serializers import MsgPackSerializer
 from redis.exceptions import RedisError
 
+from chat.sharedstate import client_script
+
 logger = logging.getLogger(__name__)
 
 RECOVERED = {"type": "layer.recovered"}
@@ -132,7 +134,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         length = self._serializer.random_prefix_length
         prefix = random.getrandbits(8 * length).to_bytes(length, "big")
         connection = self.connection(self.consistent_hash(group))
-        over = await connection.register_script(GROUP_SEND_SCRIPT)(
+        over = await client_script(connection, GROUP_SEND_SCRIPT)(
             keys=[self._group_key(group)],
             args=[
                 *(time.time(), self.group_expiry, self.expiry, self.capacity, self.prefix),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.sharedstate import loop_client, shared_store
+from chat.sharedstate import client_script, loop_client, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class RedisBuckets:
         self.prefix = prefix
 
     def _script(self):
-        return loop_client(self.url).register_script(TAKE_SCRIPT)
+        return client_script(loop_client(self.url), TAKE_SCRIPT)
 
     async def take(self, user_id: int) -> Verdict:
         rate, burst = settings.SEND_RATE, settings.SEND_BURST

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import AsyncScript
 from redis.driver_info import DriverInfo
 
 Store = TypeVar("Store")
@@ -21,6 +22,7 @@ _stores: dict[str, object] = {}
 # redis-py clients belong to the event loop that made them; tests and
 # async_to_sync run several loops, so keep one client per loop and URL.
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> source -> script
 
 
 def shared_store(
@@ -56,3 +58,14 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
             url, max_connections=settings.REDIS_MAX_CONNECTIONS, driver_info=DRIVER_INFO, **options
         )
     return client
+
+
+def client_script(client: aioredis.Redis, source: str) -> AsyncScript:
+    """The Lua script `source`, registered with `client` once: registering
+    hashes the source and builds an object, a tenth of a send's CPU if done on
+    every call."""
+    per_client = _scripts.setdefault(client, {})
+    script = per_client.get(source)
+    if script is None:
+        script = per_client[source] = client.register_script(source)
+    return script

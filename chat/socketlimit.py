@@ -16,7 +16,7 @@ import time
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.sharedstate import loop_client, shared_store
+from chat.sharedstate import client_script, loop_client, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RedisSeats:
         return f"{self.prefix}:sockets:{user_id}"
 
     async def take(self, user_id: int, channel: str) -> bool:
-        script = loop_client(self.url).register_script(TAKE_SCRIPT)
+        script = client_script(loop_client(self.url), TAKE_SCRIPT)
         try:
             seated = await script(
                 keys=[self._key(user_id)],
@@ -95,7 +95,7 @@ class RedisSeats:
     async def renew_many(self, seats: list[tuple[int, str]]) -> None:
         """Renew these (user id, channel) seats, a pipelined round trip per RENEW_BATCH."""
         client = loop_client(self.url)
-        script = client.register_script(TAKE_SCRIPT)
+        script = client_script(client, TAKE_SCRIPT)
         for start in range(0, len(seats), RENEW_BATCH):
             try:
                 async with client.pipeline(transaction=False) as pipe:
