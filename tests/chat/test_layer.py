@@ -1,6 +1,7 @@
 """The Redis channel layer as configured (chat.layers, settings.CHANNEL_LAYERS)."""
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import pytest
 from channels.layers import get_channel_layer
@@ -38,6 +39,22 @@ def _layers():
 EVENT = {"type": "room.event", "room_id": 7, "text": '{"body": "h\\u00e9"}', "client_id": None}
 
 
+@asynccontextmanager
+async def _in_group(group: str, *members):
+    """(layer, channel) `members` in `group` for the block."""
+    for layer, channel in members:
+        await layer.group_add(group, channel)
+    try:
+        yield
+    finally:
+        for layer, channel in members:
+            await layer.group_discard(group, channel)
+
+
+async def _receive(layer, channel: str) -> dict:
+    return await asyncio.wait_for(layer.receive(channel), 5)
+
+
 @pytest.mark.parametrize("direction", ["ours to channels-redis", "channels-redis to ours"])
 async def test_the_one_script_group_send_and_the_batched_receive_speak_channels_redis(direction):
     """Processes of either kind can share a Redis: what one sends to a group,
@@ -46,13 +63,10 @@ async def test_the_one_script_group_send_and_the_batched_receive_speak_channels_
     sender, receiver = (ours, theirs) if direction.startswith("ours") else (theirs, ours)
     group = f"layer-test-{direction[:4]}"
     channel = await receiver.new_channel()
-    await receiver.group_add(group, channel)
-    try:
+    async with _in_group(group, (receiver, channel)):
         for n in range(3):
             await sender.group_send(group, {**EVENT, "n": n})
-        received = [await asyncio.wait_for(receiver.receive(channel), 5) for _ in range(3)]
-    finally:
-        await receiver.group_discard(group, channel)
+        received = [await _receive(receiver, channel) for _ in range(3)]
     assert received == [{**EVENT, "n": n} for n in range(3)]
 
 
@@ -60,20 +74,16 @@ async def test_a_group_send_goes_once_to_each_process_and_skips_expired_members(
     ours, theirs = _layers()
     group = "layer-test-members"
     mine, other_process, dead = await ours.new_channel(), await theirs.new_channel(), "x.dead!1"
-    for channel in (mine, other_process):
-        await ours.group_add(group, channel)
     redis = ours.connection(0)
-    await redis.zadd(ours._group_key(group), {dead: 1})  # last renewed in 1970
-    try:
+    async with _in_group(group, (ours, mine), (theirs, other_process)):
+        await redis.zadd(ours._group_key(group), {dead: 1})  # last renewed in 1970
         await ours.group_send(group, EVENT)
-        assert await asyncio.wait_for(ours.receive(mine), 5) == EVENT
-        assert await asyncio.wait_for(theirs.receive(other_process), 5) == EVENT
+        assert await _receive(ours, mine) == EVENT
+        assert await _receive(theirs, other_process) == EVENT
         members = await redis.zrange(ours._group_key(group), 0, -1)
-        assert dead.encode() not in members
-        assert not await redis.exists(ours.prefix + ours.non_local_name(dead))
-    finally:
-        for channel in (mine, other_process):
-            await ours.group_discard(group, channel)
+    assert dead.encode() not in members
+    # Nothing was pushed to the dead process's channel.
+    assert not await redis.exists(ours.prefix + ours.non_local_name(dead))
 
 
 async def test_a_group_send_to_a_full_channel_is_dropped_as_channels_redis_drops_it(monkeypatch):
@@ -81,14 +91,11 @@ async def test_a_group_send_to_a_full_channel_is_dropped_as_channels_redis_drops
     monkeypatch.setattr(ours, "capacity", 2)
     group = "layer-test-capacity"
     channel = await ours.new_channel()
-    await ours.group_add(group, channel)
-    try:
+    async with _in_group(group, (ours, channel)):
         for n in range(3):
             await ours.group_send(group, {**EVENT, "n": n})
-        first_two = [await asyncio.wait_for(ours.receive(channel), 5) for _ in range(2)]
+        first_two = [await _receive(ours, channel) for _ in range(2)]
         await ours.group_send(group, {**EVENT, "n": 3})  # room again
-        after = await asyncio.wait_for(ours.receive(channel), 5)
-    finally:
-        await ours.group_discard(group, channel)
+        after = await _receive(ours, channel)
     assert [m["n"] for m in first_two] == [0, 1]
     assert after["n"] == 3
