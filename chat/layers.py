@@ -14,12 +14,13 @@ processes of either kind can share a Redis:
 - `group_send` is one script: channels-redis makes four round trips (drop
   expired members, read the members, drop expired messages, push), with the
   push script's whole text sent each time.
-- A receive pops what has piled up in one round trip and hands it out one by
-  one; channels-redis makes four per message (restore its backup queue, pop,
-  back up, clean the backup). The backup only matters to a receive cancelled
-  between the pop and the hand-over; here the popped messages wait in the
-  layer for the next receive instead, and a process that dies loses them as
-  it loses whatever its sockets had not yet been sent.
+- A receive on a process's own channel (the fan-out's) pops what has piled
+  up in one round trip and hands it out one by one; channels-redis makes four
+  per message (restore its backup queue, pop, back up, clean the backup).
+  The backup only matters to a receive cancelled between the pop and the
+  hand-over; here the popped messages wait in the layer for the next receive
+  instead, and a process that dies loses them as it loses whatever its
+  sockets had not yet been sent.
 
 Measured in docs/performance.md.
 """
@@ -145,6 +146,9 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             logger.info("%s channels over capacity in group %s", over, group)
 
     async def _brpop_with_clean(self, index: int, channel: str, timeout: float):
+        if not channel.endswith("!"):
+            # A channel that any process may take from: a message at a time.
+            return await super()._brpop_with_clean(index, channel, timeout)
         popped = self._popped.get(channel)
         if popped:
             return popped.popleft()
@@ -157,7 +161,13 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         return batch[0][0]
 
     async def _clean_receive_backup(self, index: int, channel: str) -> None:
-        """No backup queue (_brpop_with_clean keeps none)."""
+        if not channel.endswith("!"):
+            await super()._clean_receive_backup(index, channel)
+        # A process's own channel has no backup queue (_brpop_with_clean).
+
+    async def flush(self) -> None:
+        self._popped.clear()
+        await super().flush()
 
 
 def _split_at_channel(message: dict) -> tuple[bytes, bytes]:

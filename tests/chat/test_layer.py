@@ -99,3 +99,23 @@ async def test_a_group_send_to_a_full_channel_is_dropped_as_channels_redis_drops
         after = await _receive(ours, channel)
     assert [m["n"] for m in first_two] == [0, 1]
     assert after["n"] == 3
+
+
+async def test_a_channel_any_process_may_take_from_is_popped_a_message_at_a_time():
+    """Batching there would let one process hoard what another could serve."""
+    ours, theirs = _layers()
+    for n in range(3):
+        await theirs.send("layer-test-shared", {**EVENT, "n": n})
+    assert (await _receive(ours, "layer-test-shared"))["n"] == 0
+    assert [(await _receive(theirs, "layer-test-shared"))["n"] for _ in range(2)] == [1, 2]
+
+
+async def test_flushing_the_layer_forgets_what_a_receive_popped():
+    ours, theirs = _layers()
+    channel = await ours.new_channel()
+    for n in range(3):
+        await theirs.send(channel, {**EVENT, "n": n})
+    assert (await _receive(ours, channel))["n"] == 0  # the other two wait in the layer
+    await ours.flush()
+    await theirs.send(channel, {**EVENT, "n": 9})
+    assert (await _receive(ours, channel))["n"] == 9
