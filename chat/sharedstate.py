@@ -49,14 +49,25 @@ DRIVER_INFO = DriverInfo()
 
 
 def loop_client(url: str, **options: object) -> aioredis.Redis:
-    """A Redis client for `url` that belongs to the running event loop."""
+    """A Redis client for `url` that belongs to the running event loop.
+
+    Its pool makes a command wait for a free connection when all
+    REDIS_MAX_CONNECTIONS are busy, up to REDIS_POOL_TIMEOUT: redis-py's
+    default pool fails it instead, and when a thousand sockets closed at once
+    (a proxy restarting) their seats were not released.
+    """
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
     key = (url, tuple(sorted(options.items())))
     client = per_loop.get(key)
     if client is None:
-        client = per_loop[key] = aioredis.Redis.from_url(
-            url, max_connections=settings.REDIS_MAX_CONNECTIONS, driver_info=DRIVER_INFO, **options
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_POOL_TIMEOUT,
+            driver_info=DRIVER_INFO,
+            **options,
         )
+        client = per_loop[key] = aioredis.Redis.from_pool(pool)
     return client
 
 

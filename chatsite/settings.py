@@ -161,6 +161,9 @@ REDIS_PREFIX = env_str("REDIS_PREFIX", "chat")
 # MaxConnectionsError under bursts in the benchmark (every group_send and
 # every receive cleanup takes one for a moment).
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
+# Seconds a command waits for a free connection of the shared-state pool
+# (chat.sharedstate) before it fails.
+REDIS_POOL_TIMEOUT = env_int("REDIS_POOL_TIMEOUT", 5)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
