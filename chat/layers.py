@@ -46,10 +46,11 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 RECEIVE_BATCH = 100
 
 # KEYS[1]: the group. ARGV: now, group expiry, message expiry, capacity, the
-# channel key prefix, then the message as channels-redis stores it, in three
-# parts around its `__asgi_channel__` value (the member channels that share a
-# channel key, one key per process): random prefix + map header and key,
-# value, the other entries. cmsgpack packs that list as msgpack does.
+# channel key prefix, then the message as channels-redis stores it but for its
+# `__asgi_channel__` value, in two parts: the random prefix, map header and
+# key; then the other entries. The script puts the value between them: the
+# member channels that share a channel key (one key per process), a list that
+# cmsgpack packs as msgpack does.
 GROUP_SEND_SCRIPT = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, math.floor(now) - tonumber(ARGV[2]))
