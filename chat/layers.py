@@ -77,6 +77,7 @@ end
 return over
 """
 ASGI_CHANNEL = "__asgi_channel__"
+_CHANNEL_MARKER = msgpack.packb(ASGI_CHANNEL) + msgpack.packb(None)  # the key, a None value
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):
@@ -174,7 +175,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
 def _split_at_channel(message: dict) -> tuple[bytes, bytes]:
     """`message` packed as channels-redis packs it, with `__asgi_channel__`
     first: the bytes before that key's value, and those after it."""
-    marker = msgpack.packb(ASGI_CHANNEL) + msgpack.packb(None)
     packed = msgpack.packb({ASGI_CHANNEL: None, **message})
-    start = packed.index(marker) + len(marker) - 1  # the map header is 1 or 3 bytes
+    # The map header is 1 or 3 bytes; the key follows it.
+    start = packed.index(_CHANNEL_MARKER) + len(_CHANNEL_MARKER) - 1
     return packed[:start], packed[start + 1 :]
