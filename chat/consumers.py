@@ -105,7 +105,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.fanout = get_fanout()
         self.error_budget = TokenBucket(settings.SOCKET_ERROR_RATE, settings.SOCKET_ERROR_BURST)
         # Moderation reaches all of a user's sockets, in every process, here.
-        await self.fanout.join(events.user_group(user.pk), self)
+        await self.fanout.add(self)
         await self.accept()
         self.opened_at = observe.socket_opened(user_id=user.pk)
         # Its seat and presence entries live while the process renews them.
@@ -133,7 +133,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for echo_wait in self.unechoed.values():
             echo_wait.cancel()
         await self.seats.release(self.user.pk, self.socket_id)
-        await self.fanout.leave(events.user_group(self.user.pk), self)
+        self.fanout.discard(self)
         for room in list(self.rooms.values()):
             await self._leave(room)
 

@@ -1,8 +1,11 @@
 """Room and user broadcasts: the one place that talks to the channel layer's groups.
 
-A room's sockets are reached through the group `room.<id>`, each user's
-through `user.<id>`; each process subscribes once per group for its sockets
-(chat.fanout).
+A room's sockets are reached through the group `room.<id>`, which each
+process subscribes to once for its sockets (chat.fanout). What moderation
+tells a user's sockets goes to the group `users`, which every process joins
+once, and each process hands it to its own sockets of that user: these events
+are rare, and a group per user would cost every connect and disconnect a
+Redis round trip.
 Each room event carries the frame already encoded, so a room of N members
 costs one JSON encoding, not N.
 
@@ -32,15 +35,12 @@ ROOM_EVENT = "room.frame"
 USER_REMOVED = "user.removed"
 USER_DISCONNECT = "user.disconnect"
 USER_EVENTS = frozenset({USER_REMOVED, USER_DISCONNECT})
+USERS_GROUP = "users"
 LAYER_ERRORS = (RedisError, OSError, ChannelFull)
 
 
 def room_group(room_id: int) -> str:
     return f"room.{room_id}"
-
-
-def user_group(user_id: int) -> str:
-    return f"user.{user_id}"
 
 
 async def _group_send(group: str, event: dict) -> bool:
@@ -186,10 +186,10 @@ def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> 
 def user_removed_from_room(user_id: int, *, room_slug: str, reason: str) -> bool:
     """Every socket of the user leaves the room at once (a ban)."""
     event = {"type": USER_REMOVED, "user_id": user_id, "room": room_slug, "reason": reason}
-    return async_to_sync(_group_send)(user_group(user_id), event)
+    return async_to_sync(_group_send)(USERS_GROUP, event)
 
 
 def user_disconnect(user_id: int) -> bool:
     """Every socket of the user closes (a deactivated account)."""
     event = {"type": USER_DISCONNECT, "user_id": user_id}
-    return async_to_sync(_group_send)(user_group(user_id), event)
+    return async_to_sync(_group_send)(USERS_GROUP, event)

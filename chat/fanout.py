@@ -10,8 +10,11 @@ sockets need, and hands each event to those sockets directly:
 - `room.<id>`: the room's frames, each encoded once (chat.events); per
   socket, only the WebSocket write is left. A message is one publish per room
   whatever its size (the group holds one channel per process).
-- `user.<id>`: what moderation tells every socket of a user (a ban, a
-  deactivated account), in every process.
+- `users`: what moderation tells every socket of a user (a ban, a
+  deactivated account). Every process subscribes once and hands each event to
+  its own sockets of that user: a group per user would cost every connect and
+  disconnect a Redis round trip, serialised behind the subscription lock (a
+  reconnect storm after a deploy), for events that are rare.
 
 A room's messages go out in their numbers' (seq) order. Posts commit in that
 order, but their broadcasts race to Redis (from one process or several), so
@@ -95,6 +98,7 @@ class Sequencer:
 class Socket(Protocol):
     socket_id: str
     username: str
+    user_id: int
 
     async def room_event(self, event: dict) -> None: ...
 
@@ -107,7 +111,8 @@ class Fanout:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
         self.channel: str | None = None
-        self.members: dict[str, set[Socket]] = {}  # group -> this process's sockets in it
+        self.members: dict[str, set[Socket]] = {}  # room group -> this process's sockets in it
+        self.users: dict[int, set[Socket]] = {}  # user id -> this process's sockets of the user
         self.sequencers: dict[str, Sequencer] = {}  # room group -> its messages' order
         # Held messages released by a timer must not overtake, or be
         # overtaken by, the receive loop's deliveries.
@@ -120,13 +125,35 @@ class Fanout:
         self.releasing: set[asyncio.Task] = set()  # held until done (not collected)
         self.closing = False
 
-    async def join(self, group: str, socket: Socket) -> None:
-        """Subscribe `socket` to `group`; returns once its events will arrive."""
+    async def add(self, socket: Socket) -> None:
+        """Deliver moderation's events for `socket`'s user to it, from now on."""
+        await self._start()
+        self.users.setdefault(socket.user_id, set()).add(socket)
+
+    def discard(self, socket: Socket) -> None:
+        sockets = self.users.get(socket.user_id)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self.users[socket.user_id]
+
+    async def _start(self) -> None:
+        """The process's channel, subscribed to moderation's group, and its receive loop."""
+        if self.channel is not None:
+            return
         async with self.lock:
-            if self.channel is None:
-                self.channel = await self.layer.new_channel()
-                self.task = asyncio.create_task(self._receive_forever())
-                self.renewing = asyncio.create_task(self._renew_forever())
+            if self.channel is not None:
+                return
+            channel = await self.layer.new_channel()
+            await self._subscribe(events.USERS_GROUP, channel)
+            self.channel = channel  # last: a socket seeing it may rely on the subscription
+            self.task = asyncio.create_task(self._receive_forever())
+            self.renewing = asyncio.create_task(self._renew_forever())
+
+    async def join(self, group: str, socket: Socket) -> None:
+        """Subscribe `socket` to the room group `group`; returns once its events will arrive."""
+        await self._start()
+        async with self.lock:
             members = self.members.setdefault(group, set())
             if not members:
                 await self._subscribe(group)
@@ -149,9 +176,9 @@ class Fanout:
             except events.LAYER_ERRORS:
                 logger.warning("could not unsubscribe from %s", group, exc_info=True)
 
-    async def _subscribe(self, group: str) -> None:
+    async def _subscribe(self, group: str, channel: str | None = None) -> None:
         try:
-            await self.layer.group_add(group, self.channel)
+            await self.layer.group_add(group, channel or self.channel)
         except events.LAYER_ERRORS:
             # Redis is away: the layer says when it is back (layer.recovered),
             # and then every group is subscribed again.
@@ -162,6 +189,7 @@ class Fanout:
         interval = self.layer.group_expiry / RENEWALS_PER_EXPIRY
         while True:
             await asyncio.sleep(interval)
+            await self._subscribe(events.USERS_GROUP)
             for group in list(self.members):
                 async with self.lock:  # not across a leave: it would subscribe again
                     if group in self.members:
@@ -177,7 +205,7 @@ class Fanout:
                 if event["type"] == events.ROOM_EVENT:
                     await self._deliver(event)
                 elif event["type"] in events.USER_EVENTS:
-                    for socket in list(self.members.get(events.user_group(event["user_id"]), ())):
+                    for socket in list(self.users.get(event["user_id"], ())):
                         await socket.dispatch(event)
                 elif event["type"] == "layer.recovered":
                     await self._recover()
@@ -201,6 +229,8 @@ class Fanout:
         self.renewing.cancel()
         self.task.cancel()
         with contextlib.suppress(*events.LAYER_ERRORS):
+            # Room groups are left as their sockets close; this one is the process's.
+            await self.layer.group_discard(events.USERS_GROUP, self.channel)
             await self.layer.send(self.channel, {"type": "fanout.closed"})
         await asyncio.wait({self.task}, timeout=timeout)
 
@@ -256,7 +286,7 @@ class Fanout:
         """Redis came back (maybe empty): subscribe again, then let every socket
         fetch from the database what the layer dropped meanwhile."""
         async with self.lock:
-            for group in self.members:
+            for group in [events.USERS_GROUP, *self.members]:
                 await self._subscribe(group)
         sockets = {socket for members in self.members.values() for socket in members}
         for socket in sockets:

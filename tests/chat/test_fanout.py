@@ -16,26 +16,47 @@ from tests.ws import connect
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
+async def redis_keys(settings, pattern: str) -> set[str]:
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    async with aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True) as client:
+        return set(await client.keys(f"{prefix}:{pattern}"))
+
+
 async def group_size(settings, group: str) -> int:
     prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     async with aioredis.Redis.from_url(settings.REDIS_URL) as client:
         return await client.zcard(f"{prefix}:group:{group}")
 
 
-async def test_a_users_sockets_are_one_subscription_and_hold_no_channel(settings, user, room):
+async def test_a_rooms_sockets_are_one_subscription_and_hold_no_channel(settings, user, room):
     need_redis()
     await database_sync_to_async(make_member)(user, room)
     layer = get_channel_layer()
     async with connect(user) as tab1, connect(user) as tab2:
         await tab1.join(room.slug)
         await tab2.join(room.slug)
-        assert await group_size(settings, events.user_group(user.pk)) == 1
         assert await group_size(settings, events.room_group(room.id)) == 1
         # The process's one channel waits on the layer, not one per socket.
         assert list(layer.receive_buffer) == [get_fanout().channel]
-    # The last socket gone, the process leaves both groups.
-    assert await group_size(settings, events.user_group(user.pk)) == 0
+    # The last socket gone, the process leaves the room's group.
     assert await group_size(settings, events.room_group(room.id)) == 0
+
+
+async def test_connecting_and_disconnecting_cost_no_subscription(settings, user, other_user):
+    """Moderation's group is the process's, joined once: a reconnect storm
+    makes no Redis round trip per socket for it."""
+    need_redis()
+    async with connect(user):
+        subscribed = await redis_keys(settings, "group:*")
+        assert await group_size(settings, events.USERS_GROUP) == 1
+        async with connect(user), connect(other_user):
+            assert await redis_keys(settings, "group:*") == subscribed
+            assert await group_size(settings, events.USERS_GROUP) == 1
+            assert len(get_fanout().users[user.pk]) == 2
+            assert len(get_fanout().users[other_user.pk]) == 1
+        assert len(get_fanout().users[user.pk]) == 1
+    assert await redis_keys(settings, "group:*") == subscribed
+    assert get_fanout().users == {}
 
 
 async def test_a_closed_sockets_application_ends(channel_backend, user, room):
