@@ -8,11 +8,19 @@ touches the session machinery (which wraps every frame it sends). Tokens are
 not accepted in the query string, because URLs end up in access logs.
 """
 
+import asyncio
+import contextvars
+import weakref
+
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ValidationError
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
+from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -25,13 +33,93 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-@database_sync_to_async
-def user_for_token(token: str):
-    authentication = JWTAuthentication()
+async def user_for_token(token: str):
+    """The token's user, or AnonymousUser: simplejwt's JWTAuthentication, with
+    the user read in a batch (UserReads)."""
+    user_model = get_user_model()
     try:
-        return authentication.get_user(authentication.get_validated_token(token.encode()))
-    except (InvalidToken, AuthenticationFailed):
+        # In the event loop: an access token's checks read no database (only
+        # refresh and sliding tokens consult the blacklist).
+        validated = JWTAuthentication().get_validated_token(token.encode())
+        user_id = user_model._meta.get_field(api_settings.USER_ID_FIELD).to_python(
+            validated[api_settings.USER_ID_CLAIM]
+        )
+    except (InvalidToken, KeyError, ValidationError):
         return AnonymousUser()
+    user = await _user_reads().get(user_id)
+    # JWTAuthentication.get_user's rules, on the user read.
+    if user is None or (api_settings.CHECK_USER_IS_ACTIVE and not user.is_active):
+        return AnonymousUser()
+    if api_settings.CHECK_REVOKE_TOKEN and validated.get(
+        api_settings.REVOKE_TOKEN_CLAIM
+    ) != get_md5_hash_password(user.password):
+        return AnonymousUser()
+    return user
+
+
+@database_sync_to_async
+def _users_by_id(user_ids: list) -> dict:
+    return get_user_model()._default_manager.in_bulk(
+        user_ids, field_name=api_settings.USER_ID_FIELD
+    )
+
+
+class UserReads:
+    """Handshakes' users, read together: one query for all that are waiting.
+
+    Reading one user per handshake, each query in Channels' one database
+    thread, made a reconnect storm (every client of a restarted process at
+    once) queue behind that thread, which took half the process's CPU
+    (docs/performance.md). A handshake that comes while a read runs waits for
+    the next one, which takes every user asked for meanwhile; a lone handshake
+    still costs one query. Each read starts after its handshakes came, so a
+    deactivation committed before a handshake is always seen.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[object, list[asyncio.Future]] = {}  # user id -> handshakes
+        self.reading: asyncio.Task | None = None
+
+    async def get(self, user_id: object):
+        """The user, or None if there is none with that id."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.waiting.setdefault(user_id, []).append(future)
+        if self.reading is None:
+            # Its own context: it serves many handshakes, not the first one's.
+            self.reading = loop.create_task(self._read(), context=contextvars.Context())
+        return await future
+
+    async def _read(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, {}
+                try:
+                    users = await _users_by_id(list(batch))
+                except Exception as exc:  # noqa: BLE001 - not caught: raised in each handshake
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for user_id, futures in batch.items():
+                    for future in futures:
+                        if not future.done():  # not given up on (the client left)
+                            future.set_result(users.get(user_id))
+        finally:
+            self.reading = None
+
+
+# Per event loop (one per process in production; tests run several).
+_reads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _user_reads() -> UserReads:
+    loop = asyncio.get_running_loop()
+    reads = _reads.get(loop)
+    if reads is None:
+        reads = _reads[loop] = UserReads()
+    return reads
 
 
 class SocketAuthMiddleware:

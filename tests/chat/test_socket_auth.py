@@ -1,9 +1,16 @@
 """Who may open the chat socket."""
 
+import asyncio
+from contextlib import AsyncExitStack
+
 import pytest
 from channels.db import database_sync_to_async
+from django.db import close_old_connections
 from django.test import Client
 
+from accounts import middleware
+from chat.fanout import get_fanout
+from tests.factories import make_user
 from tests.ws import bearer_headers, connect, handshake_accepted
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -45,3 +52,43 @@ async def test_handshake_from_foreign_origin_is_refused(user):
 
 async def test_handshake_without_origin_is_judged_by_token(user):
     assert await handshake_accepted(bearer_headers(user))
+
+
+async def test_a_deactivated_users_token_is_refused(user):
+    headers = [*bearer_headers(user), (b"origin", b"http://localhost")]
+    user.is_active = False
+    await database_sync_to_async(user.save)()
+    assert not await handshake_accepted(headers)
+
+
+async def test_a_token_for_a_deleted_user_is_refused(user):
+    headers = [*bearer_headers(user), (b"origin", b"http://localhost")]
+    await database_sync_to_async(user.delete)()
+    assert not await handshake_accepted(headers)
+
+
+async def test_handshakes_at_once_read_their_users_together(monkeypatch):
+    """A reconnect storm: one query for the handshakes waiting, not one each."""
+    users = [await database_sync_to_async(make_user)() for _ in range(12)]
+    reads = []
+    read_users = middleware._users_by_id
+
+    async def counted(user_ids):
+        reads.append(sorted(user_ids))
+        return await read_users(user_ids)
+
+    monkeypatch.setattr(middleware, "_users_by_id", counted)
+    async with AsyncExitStack() as stack:
+        # The first user twice: two tabs opening at once.
+        await asyncio.gather(
+            *(stack.enter_async_context(connect(user)) for user in [*users, users[0]])
+        )
+        # Each socket is its own user's.
+        sockets = {user_id: len(sockets) for user_id, sockets in get_fanout().users.items()}
+        assert sockets == {user.pk: 2 if user == users[0] else 1 for user in users}
+    assert sorted(user_id for read in reads for user_id in read) == sorted(u.pk for u in users)
+    assert len(reads) < len(users)
+    # Channels' communicator stops database_sync_to_async from closing
+    # connections while it runs the application: give the read's back, or the
+    # test database cannot be dropped.
+    await database_sync_to_async(close_old_connections)()
