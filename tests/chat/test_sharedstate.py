@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from chat.sharedstate import loop_client
+from chat.sharedstate import client_script, loop_client
 from chat.socketlimit import RedisSeats
 from tests.conftest import need_redis
 
@@ -26,3 +26,25 @@ async def test_a_burst_of_releases_beyond_the_pool_waits_for_connections(setting
     client = loop_client(settings.REDIS_URL)
     assert client.connection_pool.max_connections == 3
     assert [await client.exists(seats._key(user)) for user in users] == [0] * len(users)
+
+
+async def test_a_script_runs_again_after_redis_forgets_it(settings):
+    """Redis restarted empty (or another server answers): the script is loaded again."""
+    need_redis()
+    client = loop_client(settings.REDIS_URL)
+    script = client_script(client, "return ARGV[1] + KEYS[1]")
+    assert await script(keys=[2], args=[40]) == 42
+    await client.script_flush()
+    assert await script(keys=[1], args=[41]) == 42
+    assert client_script(client, "return ARGV[1] + KEYS[1]") is script
+
+
+async def test_a_script_runs_in_a_pipeline(settings):
+    need_redis()
+    client = loop_client(settings.REDIS_URL)
+    script = client_script(client, "return ARGV[1] * 2")
+    await client.script_flush()
+    async with client.pipeline(transaction=False) as pipe:
+        await script(args=[1], client=pipe)
+        await script(args=[2], client=pipe)
+        assert await pipe.execute() == [2, 4]
