@@ -5,7 +5,9 @@ import uuid
 import pytest
 import pytest_asyncio
 import redis
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 
 from chat.fanout import close_fanout
 from chat.heartbeat import close_heartbeat
@@ -78,10 +80,14 @@ def _isolated_shared_state(settings):
 async def _fanout_stops_with_the_loop():
     """Each test's event loop ends with it: the loop's room fan-out stops first
     (chat.fanout.close), or a receive stuck in channels-redis hangs the teardown;
-    and its heartbeat."""
+    and its heartbeat. The database thread gives its connection back too:
+    Channels' communicator keeps database_sync_to_async from closing it while
+    the application runs, and a connection still out of the pool keeps the
+    test database from being dropped."""
     yield
     await close_fanout()
     close_heartbeat()
+    await database_sync_to_async(close_old_connections)()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -5,7 +5,6 @@ from contextlib import AsyncExitStack
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import close_old_connections
 from django.test import Client
 
 from accounts import middleware
@@ -88,7 +87,3 @@ async def test_handshakes_at_once_read_their_users_together(monkeypatch):
         assert sockets == {user.pk: 2 if user == users[0] else 1 for user in users}
     assert sorted(user_id for read in reads for user_id in read) == sorted(u.pk for u in users)
     assert len(reads) < len(users)
-    # Channels' communicator stops database_sync_to_async from closing
-    # connections while it runs the application: give the read's back, or the
-    # test database cannot be dropped.
-    await database_sync_to_async(close_old_connections)()

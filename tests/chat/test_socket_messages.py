@@ -2,6 +2,8 @@
 
 import asyncio
 
+import channels.consumer
+import channels.generic.websocket
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -145,3 +147,25 @@ async def test_a_message_the_layer_lost_is_still_acknowledged_to_its_sender(
     assert (echo["client_id"], echo["body"]) == ("c-lost", "into the void")
     stored = await database_sync_to_async(Message.objects.get)()
     assert echo["id"] == stored.id
+
+
+async def test_frames_events_and_disconnects_make_no_extra_thread_hop(
+    monkeypatch, user, other_user, room
+):
+    """Channels hops to the database thread to close connections before every
+    handler and after a disconnect; the database calls here close their own,
+    and on a busy room those hops were most of the CPU."""
+    hops = []
+
+    async def counted():
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    monkeypatch.setattr(channels.generic.websocket, "aclose_old_connections", counted)
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await alice.post(room.slug, "hello bob")
+        await bob.receive_type("message")
+        await alice.receive_type("message")
+    assert hops == []
