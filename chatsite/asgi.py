@@ -18,7 +18,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.middleware import SocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite import autobahn_debug  # noqa: E402
 from chatsite.security import AllowedHostsOriginValidator  # noqa: E402
+
+autobahn_debug.install()  # under Daphne
 
 application = ProtocolTypeRouter(
     {
