@@ -22,6 +22,8 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from chat.sharedstate import per_loop
+
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
@@ -115,11 +117,7 @@ _reads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _user_reads() -> UserReads:
-    loop = asyncio.get_running_loop()
-    reads = _reads.get(loop)
-    if reads is None:
-        reads = _reads[loop] = UserReads()
-    return reads
+    return per_loop(_reads, UserReads)
 
 
 class SocketAuthMiddleware:

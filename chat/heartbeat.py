@@ -17,6 +17,7 @@ from typing import Protocol
 from django.conf import settings
 
 from chat.presence import get_presence
+from chat.sharedstate import per_loop
 from chat.socketlimit import get_seats
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,7 @@ _heartbeats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def get_heartbeat() -> Heartbeat:
     """This event loop's heartbeat (one per process in production; tests run several loops)."""
-    loop = asyncio.get_running_loop()
-    heartbeat = _heartbeats.get(loop)
-    if heartbeat is None:
-        heartbeat = _heartbeats[loop] = Heartbeat()
-    return heartbeat
+    return per_loop(_heartbeats, Heartbeat)
 
 
 def close_heartbeat() -> None:

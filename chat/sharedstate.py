@@ -37,6 +37,17 @@ def shared_store(
     return store
 
 
+def per_loop(registry: weakref.WeakKeyDictionary, make: Callable[[], Store]) -> Store:
+    """`registry`'s object for the running event loop, made by `make` on first
+    use: one loop per process in production, but tests and async_to_sync run
+    several, and asyncio objects belong to the loop that made them."""
+    loop = asyncio.get_running_loop()
+    obj = registry.get(loop)
+    if obj is None:
+        obj = registry[loop] = make()
+    return obj
+
+
 def reset_shared_stores() -> None:
     """Forget the stores, so that the next calls follow the current settings (tests)."""
     _stores.clear()
