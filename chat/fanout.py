@@ -231,6 +231,7 @@ class Fanout:
         with contextlib.suppress(*events.LAYER_ERRORS):
             # Room groups are left as their sockets close; this one is the process's.
             await self.layer.group_discard(events.USERS_GROUP, self.channel)
+        with contextlib.suppress(*events.LAYER_ERRORS):
             await self.layer.send(self.channel, {"type": "fanout.closed"})
         await asyncio.wait({self.task}, timeout=timeout)
 
