@@ -68,9 +68,9 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
     default pool fails it instead, and when a thousand sockets closed at once
     (a proxy restarting) their seats were not released.
     """
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
     key = (url, tuple(sorted(options.items())))
-    client = per_loop.get(key)
+    client = clients.get(key)
     if client is None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
@@ -79,7 +79,7 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
             driver_info=DRIVER_INFO,
             **options,
         )
-        client = per_loop[key] = aioredis.Redis.from_pool(pool)
+        client = clients[key] = aioredis.Redis.from_pool(pool)
     return client
 
 
@@ -87,10 +87,10 @@ class Script(AsyncScript):
     """A Lua script run by its hash (EVALSHA), loaded again if Redis forgot it.
 
     redis-py's own asks on every call whether its client is a pipeline, an
-    isinstance check against a class that derives from a typing.Protocol:
-    measured at about 40 us a call in a connect storm (a twentieth of the
-    process's CPU, two scripts per socket), and a script runs for every
-    message sent too. Called with a pipeline, it is redis-py's.
+    isinstance check against a class that derives from a typing.Protocol: in
+    a connect storm's profile the seat's script fell from 9.8% to 3.6% of the
+    samples without it, and a script runs for every message sent too. Called
+    with a pipeline, it is redis-py's.
     """
 
     async def __call__(self, keys=None, args=None, client=None):
