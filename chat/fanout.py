@@ -25,9 +25,8 @@ A process that dies without leaving its groups stays in them until the
 layer's group_expiry: live processes renew their groups well before that.
 
 So sockets have no channel of their own (ChatConsumer.channel_layer_alias):
-no receive task per socket waiting on the layer, whose cancellation
-channels-redis can swallow and leave the closed socket's consumer waiting
-forever. Measured in docs/performance.md.
+no receive task per socket waiting on the layer, one per process instead.
+Measured in docs/performance.md.
 """
 
 import asyncio
@@ -197,8 +196,8 @@ class Fanout:
 
     async def _receive_forever(self) -> None:
         me = asyncio.current_task()
-        # Not `while True`: a cancellation that lands inside channels-redis's
-        # blocking pop can be swallowed there; the task must still end.
+        # Not `while True`: a cancellation swallowed below (chat.redisconnection
+        # says where; rediss:// connections still can) must still end the task.
         while not (self.closing or me.cancelling()):
             event = await self.layer.receive(self.channel)
             try:
@@ -217,9 +216,9 @@ class Fanout:
     async def close(self, timeout: float = 5) -> None:
         """Stop receiving, before the event loop ends (tests run a loop each).
 
-        Cancelling is not enough: channels-redis can swallow a cancellation
-        inside its blocking pop and keep waiting. A message to our own channel
-        ends that wait, and `closing` ends the loop.
+        Cancelling may not be enough: a cancellation swallowed under the
+        layer's blocking pop (chat.redisconnection) leaves it waiting. A
+        message to our own channel ends that wait, and `closing` ends the loop.
         """
         if self.task is None or self.task.done():
             return

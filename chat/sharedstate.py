@@ -17,6 +17,8 @@ from redis.commands.core import AsyncScript
 from redis.driver_info import DriverInfo
 from redis.exceptions import NoScriptError
 
+from chat.redisconnection import Connection
+
 Store = TypeVar("Store")
 
 _stores: dict[str, object] = {}
@@ -77,6 +79,7 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
             max_connections=settings.REDIS_MAX_CONNECTIONS,
             timeout=settings.REDIS_POOL_TIMEOUT,
             driver_info=DRIVER_INFO,
+            connection_class=Connection,
             **options,
         )
         client = clients[key] = aioredis.Redis.from_pool(pool)

@@ -13,6 +13,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from redis.driver_info import DriverInfo
 
+from chat.redisconnection import Connection as RedisConnection
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -183,6 +185,8 @@ if REDIS_URL:
                         "socket_connect_timeout": 3,
                         # Resolved once, not per new connection (chat.sharedstate).
                         "driver_info": DriverInfo(),
+                        # Writes that let a cancellation through (Python 3.11).
+                        "connection_class": RedisConnection,
                     }
                 ],
                 "prefix": f"{REDIS_PREFIX}:layer",

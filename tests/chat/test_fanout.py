@@ -60,7 +60,7 @@ async def test_connecting_and_disconnecting_cost_no_subscription(settings, user,
 
 
 async def test_a_closed_sockets_application_ends(channel_backend, user, room):
-    """With a layer receive per socket, a cancellation channels-redis swallowed
+    """With a layer receive per socket, a swallowed cancellation (chat.redisconnection)
     kept the consumer of a closed socket waiting forever (seen under uvicorn,
     whose shutdown then waited for it)."""
     async with connect(user) as client:

@@ -110,8 +110,9 @@ async def test_a_message_the_layer_refused_goes_out_once_redis_takes_it(private_
             if event["type"] != "layer.recovered":  # the receive may have been refused too
                 return event
 
-    # Not wait_for: a cancellation inside channels-redis's blocking pop can be
-    # swallowed there, and the test would hang instead of failing.
+    # Not wait_for: it waits for the cancelled receive to end, and a receive
+    # whose cancellation was swallowed (chat.redisconnection) would hang the
+    # test instead of failing it.
     receiving = asyncio.ensure_future(next_room_event())
     done, _ = await asyncio.wait({receiving}, timeout=10)
     if not done:
