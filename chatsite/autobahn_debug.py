@@ -1,12 +1,20 @@
-"""Autobahn (Daphne's WebSocket layer) without its debug dump per connection.
+"""Autobahn (Daphne's WebSocket layer) without debug text nobody reads.
 
-For every new connection, autobahn's WebSocketProtocol._connectionMade
-formats its whole configuration (about 40 options) with pprint.pformat, to
-pass to a debug log line, whether debug logging is on or not: 16 to 24% of
-Daphne's event loop in a connect storm (docs/performance.md). That module
-calls pformat only to build debug text (two debug lines and Timings, which
-only debugging turns on), so here it formats only when txaio's log level,
-which autobahn logs through, is debug or trace.
+autobahn builds the text of its debug log lines whether debug logging is on
+or not:
+
+- for every new connection, WebSocketProtocol._connectionMade formats its
+  whole configuration (about 40 options) with pprint.pformat: 16 to 24% of
+  Daphne's event loop in a connect storm;
+- for every frame sent, sendData colours the function's name, the peer and
+  the length (hltype, hlval: click.style): 8% of Daphne's busy samples in
+  1 room x 100 members, once for each member a message goes to.
+
+Those helpers serve only log lines (debug ones, and a client's error line
+that a server never logs), so here they do their work only when txaio's log
+level, which autobahn logs through, is debug or trace; otherwise pformat
+gives a placeholder and hltype and hlval the value as it is. Measured in
+docs/performance.md.
 
 Installed by chatsite.asgi when Daphne has imported autobahn; other servers
 never load it.
@@ -20,16 +28,30 @@ import txaio
 SKIPPED = "(not formatted: autobahn's debug logging is off)"
 
 
+def debugging() -> bool:
+    return txaio.get_global_log_level() in ("debug", "trace")
+
+
 def pformat_if_debugging(obj: object, *args, **kwargs) -> str:
-    if txaio.get_global_log_level() in ("debug", "trace"):
-        return pprint.pformat(obj, *args, **kwargs)
-    return SKIPPED
+    return pprint.pformat(obj, *args, **kwargs) if debugging() else SKIPPED
 
 
 def install() -> bool:
-    """Use pformat_if_debugging in autobahn's protocol module, if it is loaded."""
+    """Use the helpers above in autobahn's protocol module, if it is loaded."""
     protocol = sys.modules.get("autobahn.websocket.protocol")
     if protocol is None:
         return False
+    util = sys.modules["autobahn.util"]  # where the protocol module took them from
     protocol.pformat = pformat_if_debugging
+    protocol.hltype = _if_debugging(util.hltype)
+    protocol.hlval = _if_debugging(util.hlval)
     return True
+
+
+def _if_debugging(highlight):
+    """`highlight` (hltype or hlval) when debugging, else the value as it is."""
+
+    def highlight_if_debugging(value: object, *args, **kwargs) -> object:
+        return highlight(value, *args, **kwargs) if debugging() else value
+
+    return highlight_if_debugging

@@ -1,5 +1,6 @@
 """Daphne's WebSocket layer formats its debug text only when debugging (chatsite.autobahn_debug)."""
 
+import autobahn.util
 import autobahn.websocket.protocol
 import pytest
 import txaio
@@ -16,7 +17,10 @@ def autobahn_log_level():
 
 @pytest.fixture
 def installed(monkeypatch):
-    monkeypatch.setattr(autobahn.websocket.protocol, "pformat", autobahn.websocket.protocol.pformat)
+    for name in ("pformat", "hltype", "hlval"):
+        monkeypatch.setattr(
+            autobahn.websocket.protocol, name, getattr(autobahn.websocket.protocol, name)
+        )
     assert autobahn_debug.install()
     return autobahn.websocket.protocol
 
@@ -31,6 +35,31 @@ def test_autobahn_formats_its_debug_text_when_debugging(installed, autobahn_log_
     autobahn_log_level("debug")
     config = [("autoPingInterval", 0, "WebSocketServerFactory")] * 40
     assert installed.pformat(config) == autobahn_debug.pprint.pformat(config)
+
+
+def test_autobahn_colours_nothing_per_frame_when_debug_logging_is_off(
+    installed, autobahn_log_level
+):
+    """sendData passes these to a debug line for every frame sent."""
+    autobahn_log_level("info")
+    assert installed.hltype(installed.WebSocketProtocol.sendData) is (
+        installed.WebSocketProtocol.sendData
+    )
+    assert installed.hlval(1234) == 1234
+
+
+def test_autobahn_colours_its_debug_text_when_debugging(installed, autobahn_log_level):
+    autobahn_log_level("debug")
+    send_data = installed.WebSocketProtocol.sendData
+    assert installed.hltype(send_data) == autobahn.util.hltype(send_data)
+    assert installed.hlval(1234) == autobahn.util.hlval(1234)
+    assert installed.hlval(1234) != "1234"  # coloured
+
+
+def test_installing_twice_wraps_once(installed, autobahn_log_level):
+    assert autobahn_debug.install()
+    autobahn_log_level("debug")
+    assert installed.hlval(7) == autobahn.util.hlval(7)
 
 
 def test_a_server_without_autobahn_is_left_alone(monkeypatch):
