@@ -8,8 +8,6 @@ touches the session machinery (which wraps every frame it sends). Tokens are
 not accepted in the query string, because URLs end up in access logs.
 """
 
-import asyncio
-import contextvars
 import weakref
 
 from channels.auth import AuthMiddlewareStack
@@ -22,6 +20,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from chat.batching import Batch
 from chat.sharedstate import per_loop
 
 
@@ -37,7 +36,7 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 async def user_for_token(token: str):
     """The token's user, or AnonymousUser: simplejwt's JWTAuthentication, with
-    the user read in a batch (UserReads)."""
+    the user read in a batch (_user_reads)."""
     user_model = get_user_model()
     try:
         # In the event loop: an access token's checks read no database (only
@@ -66,58 +65,19 @@ def _users_by_id(user_ids: list) -> dict:
     )
 
 
-class UserReads:
-    """Handshakes' users, read together: one query for all that are waiting.
-
-    Reading one user per handshake, each query in Channels' one database
-    thread, made a reconnect storm (every client of a restarted process at
-    once) queue behind that thread, which took half the process's CPU
-    (docs/performance.md). A handshake that comes while a read runs waits for
-    the next one, which takes every user asked for meanwhile; a lone handshake
-    still costs one query. Each read starts after its handshakes came, so a
-    deactivation committed before a handshake is always seen.
-    """
-
-    def __init__(self) -> None:
-        self.waiting: dict[object, list[asyncio.Future]] = {}  # user id -> handshakes
-        self.reading: asyncio.Task | None = None
-
-    async def get(self, user_id: object):
-        """The user, or None if there is none with that id."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.waiting.setdefault(user_id, []).append(future)
-        if self.reading is None:
-            # Its own context: it serves many handshakes, not the first one's.
-            self.reading = loop.create_task(self._read(), context=contextvars.Context())
-        return await future
-
-    async def _read(self) -> None:
-        try:
-            while self.waiting:
-                batch, self.waiting = self.waiting, {}
-                try:
-                    users = await _users_by_id(list(batch))
-                except Exception as exc:  # noqa: BLE001 - not caught: raised in each handshake
-                    for futures in batch.values():
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(exc)
-                    continue
-                for user_id, futures in batch.items():
-                    for future in futures:
-                        if not future.done():  # not given up on (the client left)
-                            future.set_result(users.get(user_id))
-        finally:
-            self.reading = None
-
-
-# Per event loop (one per process in production; tests run several).
+# Handshakes' users, read together: one query for all that are waiting.
+# Reading one user per handshake, each query in Channels' one database
+# thread, made a reconnect storm (every client of a restarted process at
+# once) queue behind that thread, which took half the process's CPU
+# (docs/performance.md). A lone handshake still costs one query, and each read
+# starts after its handshakes came, so a deactivation committed before a
+# handshake is always seen. One per event loop (one per process in
+# production; tests run several).
 _reads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _user_reads() -> UserReads:
-    return per_loop(_reads, UserReads)
+def _user_reads() -> Batch:
+    return per_loop(_reads, lambda: Batch(_users_by_id))
 
 
 class SocketAuthMiddleware:
