@@ -12,11 +12,13 @@ expiry, taken by one atomic script), else in this one process's memory.
 
 import logging
 import time
+import weakref
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.sharedstate import client_script, loop_client, shared_store
+from chat.batching import Batch
+from chat.sharedstate import client_script, loop_client, per_loop, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -48,73 +50,104 @@ class LocalSeats:
         self._live(user_id).pop(channel, None)
 
 
-# KEYS[1] the user's seats; ARGV: channel, limit, ttl (s). Returns 1 if seated.
-# Redis's own clock, so that processes on several machines agree.
+# KEYS: each seat's user's key; ARGV: limit, ttl (s), then each seat's
+# channel in the order of KEYS. Returns 1 (seated) or 0 for each seat, in
+# order; taking a seat already held renews it. Redis's own clock, so that
+# processes on several machines agree.
 TAKE_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local ttl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1])
-    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local seated = {}
+for i, key in ipairs(KEYS) do
+  local channel = ARGV[i + 2]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if not redis.call('ZSCORE', key, channel) and redis.call('ZCARD', key) >= limit then
+    seated[i] = 0
+  else
+    redis.call('ZADD', key, now + ttl, channel)
+    redis.call('EXPIRE', key, math.ceil(ttl))
+    seated[i] = 1
+  end
 end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(ttl))
-return 1
+return seated
+"""
+# KEYS: each seat's user's key; ARGV: each seat's channel.
+RELEASE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  redis.call('ZREM', key, ARGV[i])
+end
+return 0
 """
 
-
-# Seats renewed per pipeline: each is packed and parsed on the event loop at
-# once; between pipelines the loop serves the sockets.
+# Seats renewed per script call: each call is packed and parsed on the event
+# loop at once; between calls the loop serves the sockets.
 RENEW_BATCH = 100
+
+Seat = tuple[int, str]  # (user id, channel)
 
 
 class RedisSeats:
-    # The limit is a guard, not a promise: with Redis down, sockets are let in.
+    """The limit is a guard, not a promise: with Redis down, sockets are let in.
+
+    Seats are taken and released in batches (chat.batching): in a reconnect
+    storm a script call per socket, each a round trip, was a sixth of the
+    process's CPU (docs/performance.md).
+    """
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
+        # A batch per event loop (one per process in production).
+        self._takes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._releases: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def _key(self, user_id: int) -> str:
         return f"{self.prefix}:sockets:{user_id}"
 
     async def take(self, user_id: int, channel: str) -> bool:
-        script = client_script(loop_client(self.url), TAKE_SCRIPT)
+        takes = per_loop(self._takes, lambda: Batch(self._take_many))
         try:
-            seated = await script(
-                keys=[self._key(user_id)],
-                args=[channel, settings.MAX_SOCKETS_PER_USER, settings.PRESENCE_TTL],
-            )
+            seated = await takes.get((user_id, channel))
         except RedisError:
             logger.warning("socket limit unavailable; allowing", exc_info=True)
             return True
         return bool(seated)
 
-    async def renew_many(self, seats: list[tuple[int, str]]) -> None:
-        """Renew these (user id, channel) seats, a pipelined round trip per RENEW_BATCH."""
-        client = loop_client(self.url)
-        script = client_script(client, TAKE_SCRIPT)
+    async def renew_many(self, seats: list[Seat]) -> None:
+        """Renew these seats, a script call per RENEW_BATCH."""
         for start in range(0, len(seats), RENEW_BATCH):
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    for user_id, channel in seats[start : start + RENEW_BATCH]:
-                        # Taking a seat already held renews it.
-                        await script(
-                            keys=[self._key(user_id)],
-                            args=[channel, settings.MAX_SOCKETS_PER_USER, settings.PRESENCE_TTL],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+                await self._take_many(seats[start : start + RENEW_BATCH])
             except RedisError:
                 logger.warning("socket limit unavailable; seats not renewed", exc_info=True)
 
     async def release(self, user_id: int, channel: str) -> None:
+        releases = per_loop(self._releases, lambda: Batch(self._release_many))
         try:
-            await loop_client(self.url).zrem(self._key(user_id), channel)
+            await releases.get((user_id, channel))
         except RedisError:
             logger.warning("socket limit unavailable; the seat expires", exc_info=True)
+
+    async def _take_many(self, seats: list[Seat]) -> dict[Seat, int]:
+        script = client_script(loop_client(self.url), TAKE_SCRIPT)
+        seated = await script(
+            keys=[self._key(user_id) for user_id, _ in seats],
+            args=[
+                settings.MAX_SOCKETS_PER_USER,
+                settings.PRESENCE_TTL,
+                *(channel for _, channel in seats),
+            ],
+        )
+        return dict(zip(seats, seated, strict=True))
+
+    async def _release_many(self, seats: list[Seat]) -> dict:
+        script = client_script(loop_client(self.url), RELEASE_SCRIPT)
+        await script(
+            keys=[self._key(user_id) for user_id, _ in seats],
+            args=[channel for _, channel in seats],
+        )
+        return {}
 
 
 def get_seats() -> LocalSeats | RedisSeats:

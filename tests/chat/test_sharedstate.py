@@ -48,3 +48,29 @@ async def test_a_script_runs_in_a_pipeline(settings):
         await script(args=[1], client=pipe)
         await script(args=[2], client=pipe)
         assert await pipe.execute() == [2, 4]
+
+
+async def test_seats_taken_at_once_go_in_one_script_call_and_keep_the_limit(settings, monkeypatch):
+    """A reconnect storm: one round trip for the handshakes waiting, and the
+    per-user limit holds inside it (a third tab at once is refused)."""
+    need_redis()
+    settings.MAX_SOCKETS_PER_USER = 2
+    seats = RedisSeats(settings.REDIS_URL, settings.REDIS_PREFIX)
+    calls = []
+    take_many = seats._take_many
+
+    async def counted(batch):
+        calls.append(list(batch))
+        return await take_many(batch)
+
+    monkeypatch.setattr(seats, "_take_many", counted)
+    wanted = [(1, "tab-a"), (1, "tab-b"), (1, "tab-c"), *((u, f"socket-{u}") for u in range(2, 21))]
+
+    seated = await asyncio.gather(*(seats.take(user, channel) for user, channel in wanted))
+
+    assert seated == [True, True, False] + [True] * 19
+    assert calls == [wanted]
+    # A seat already held is renewed, not refused; a released one is free again.
+    assert await seats.take(1, "tab-a")
+    await asyncio.gather(seats.release(1, "tab-a"), seats.release(1, "tab-b"))
+    assert await seats.take(1, "tab-c")
