@@ -7,6 +7,7 @@ import pytest
 from chat.sharedstate import client_script, loop_client
 from chat.socketlimit import RedisSeats
 from tests.conftest import need_redis
+from tests.spies import record_calls
 
 pytestmark = pytest.mark.asyncio
 
@@ -56,14 +57,7 @@ async def test_seats_taken_at_once_go_in_one_script_call_and_keep_the_limit(sett
     need_redis()
     settings.MAX_SOCKETS_PER_USER = 2
     seats = RedisSeats(settings.REDIS_URL, settings.REDIS_PREFIX)
-    calls = []
-    take_many = seats._take_many
-
-    async def counted(batch):
-        calls.append(list(batch))
-        return await take_many(batch)
-
-    monkeypatch.setattr(seats, "_take_many", counted)
+    calls = record_calls(monkeypatch, seats, "_take_many")
     wanted = [(1, "tab-a"), (1, "tab-b"), (1, "tab-c"), *((u, f"socket-{u}") for u in range(2, 21))]
 
     seated = await asyncio.gather(*(seats.take(user, channel) for user, channel in wanted))

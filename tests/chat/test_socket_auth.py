@@ -10,6 +10,7 @@ from django.test import Client
 from accounts import middleware
 from chat.fanout import get_fanout
 from tests.factories import make_user
+from tests.spies import record_calls
 from tests.ws import bearer_headers, connect, handshake_accepted
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -69,14 +70,7 @@ async def test_a_token_for_a_deleted_user_is_refused(user):
 async def test_handshakes_at_once_read_their_users_together(monkeypatch):
     """A reconnect storm: one query for the handshakes waiting, not one each."""
     users = [await database_sync_to_async(make_user)() for _ in range(12)]
-    reads = []
-    read_users = middleware._users_by_id
-
-    async def counted(user_ids):
-        reads.append(sorted(user_ids))
-        return await read_users(user_ids)
-
-    monkeypatch.setattr(middleware, "_users_by_id", counted)
+    reads = record_calls(monkeypatch, middleware, "_users_by_id")
     async with AsyncExitStack() as stack:
         # The first user twice: two tabs opening at once.
         await asyncio.gather(
