@@ -14,9 +14,11 @@ processes of either kind can share a Redis:
 - `group_send` is one script: channels-redis makes four round trips (drop
   expired members, read the members, drop expired messages, push), with the
   push script's whole text sent each time.
-- A receive on a process's own channel (the fan-out's) pops what has piled
-  up in one round trip and hands it out one by one; channels-redis makes four
-  per message (restore its backup queue, pop, back up, clean the backup).
+- A receive on a process's own channel (the fan-out's) waits for a message
+  and pops what has piled up in one round trip (BZMPOP, Redis 7; two round
+  trips before that), and hands them out one by one; channels-redis makes
+  four per message (restore its backup queue, pop, back up, clean the
+  backup).
   The backup only matters to a receive cancelled between the pop and the
   hand-over; here the popped messages wait in the layer for the next receive
   instead, and a process that dies loses them as it loses whatever its
@@ -34,7 +36,7 @@ import time
 import msgpack
 from channels_redis.core import RedisChannelLayer
 from channels_redis.serializers import MsgPackSerializer
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from chat.sharedstate import client_script
 
@@ -85,6 +87,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         super().__init__(*args, **kwargs)
         self._recovery: asyncio.Future | None = None
         self._popped: dict[str, collections.deque] = {}  # channel key -> not yet handed out
+        self._bzmpop = True  # until a Redis before 7.0 says it has no BZMPOP
         serializer = self._serializer
         # The one-script group_send writes what channels-redis would: msgpack,
         # unencrypted, one capacity, one Redis. Otherwise channels-redis's own.
@@ -155,10 +158,29 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         if popped:
             return popped.popleft()
         connection = self.connection(index)
+        if self._bzmpop:
+            try:
+                # Waits for the first message and takes what piled up, in one
+                # round trip: a quiet process wakes once per message.
+                result = await connection.bzmpop(
+                    timeout, 1, [channel], min=True, count=RECEIVE_BATCH
+                )
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                logger.info("Redis before 7.0 (no BZMPOP): receiving in two round trips")
+                self._bzmpop = False
+            else:
+                return None if result is None else self._hand_out(channel, result[1])
         batch = await connection.zpopmin(channel, RECEIVE_BATCH)
         if not batch:
             result = await connection.bzpopmin(channel, timeout=timeout)
             return None if result is None else result[1]
+        return self._hand_out(channel, batch)
+
+    def _hand_out(self, channel: str, batch: list) -> bytes:
+        """The first of the popped (member, score) pairs; the others wait for
+        the next receives."""
         self._popped[channel] = collections.deque(member for member, _ in batch[1:])
         return batch[0][0]
 

@@ -7,6 +7,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+from redis.exceptions import ResponseError
 
 from tests.conftest import need_redis
 
@@ -119,3 +120,57 @@ async def test_flushing_the_layer_forgets_what_a_receive_popped():
     await ours.flush()
     await theirs.send(channel, {**EVENT, "n": 9})
     assert (await _receive(ours, channel))["n"] == 9
+
+
+async def _receive_commands(redis) -> dict[str, int]:
+    stats = await redis.info("commandstats")
+    return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in RECEIVE_COMMANDS}
+
+
+RECEIVE_COMMANDS = ("bzmpop", "bzpopmin", "zpopmin")
+
+
+async def test_a_quiet_process_takes_each_message_in_one_round_trip():
+    """The fan-out's receive waits and pops in one command (BZMPOP): with a
+    pop to look and a blocking pop to wait, every process paid two round
+    trips per message, and the scale-out pair paid them twice."""
+    ours, theirs = _layers()
+    channel = await ours.new_channel()
+    redis = ours.connection(0)
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await asyncio.sleep(0.1)  # waiting in Redis
+    before = await _receive_commands(redis)
+    for n in range(5):
+        await theirs.send(channel, {**EVENT, "n": n})
+        assert (await receiving)["n"] == n
+        receiving = asyncio.ensure_future(_receive(ours, channel))
+        await asyncio.sleep(0.05)
+    after = await _receive_commands(redis)
+    receiving.cancel()
+    # The five answers, and the sixth wait under way; nothing else.
+    assert {name: after[name] - before[name] for name in RECEIVE_COMMANDS} == {
+        "bzmpop": 5,
+        "bzpopmin": 0,
+        "zpopmin": 0,
+    }
+
+
+async def test_a_redis_without_bzmpop_is_received_from_all_the_same(monkeypatch):
+    """Redis before 7.0: the receive falls back to a pop and a blocking pop."""
+    ours, theirs = _layers()
+    channel = await ours.new_channel()
+    redis = ours.connection(0)
+
+    async def unknown(*args, **kwargs):
+        raise ResponseError("unknown command 'BZMPOP', with args beginning with: ")
+
+    monkeypatch.setattr(redis, "bzmpop", unknown)
+    monkeypatch.setattr(ours, "_bzmpop", True)
+    for n in range(3):
+        await theirs.send(channel, {**EVENT, "n": n})
+    assert [(await _receive(ours, channel))["n"] for _ in range(3)] == [0, 1, 2]
+    assert ours._bzmpop is False
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await asyncio.sleep(0.1)  # a blocking pop
+    await theirs.send(channel, {**EVENT, "n": 3})
+    assert (await receiving)["n"] == 3
