@@ -21,7 +21,8 @@ from chat.routing import websocket_urlpatterns  # noqa: E402
 from chatsite import autobahn_debug, twisted_writes  # noqa: E402
 from chatsite.security import AllowedHostsOriginValidator  # noqa: E402
 
-# Under Daphne: less work per connection and per frame sent.
+# Daphne's WebSocket and TCP layers: less work per connection and per frame
+# sent (inert under other servers, which make no Twisted connections).
 autobahn_debug.install()
 twisted_writes.install()
 

@@ -16,8 +16,9 @@ level, which autobahn logs through, is debug or trace; otherwise pformat
 gives a placeholder and hltype and hlval the value as it is. Measured in
 docs/performance.md.
 
-Installed by chatsite.asgi when Daphne has imported autobahn; other servers
-never load it.
+Installed by chatsite.asgi whenever autobahn is loaded. Daphne serves through
+it; under another server it is only imported (the `daphne` app, for
+runserver) and the patched helpers are never called.
 """
 
 import pprint

@@ -14,8 +14,9 @@ is buffered, goes to Twisted's buffer as before, so bytes keep their order.
 A send that fails leaves the data to Twisted, whose next turn finds the
 lost connection as it always did.
 
-Installed by chatsite.asgi when Daphne has imported Twisted; other servers
-never load it.
+Installed by chatsite.asgi whenever Twisted is loaded. Daphne serves through
+it; under another server Twisted is only imported (the `daphne` app, for
+runserver) and carries no connection, so the patched method is never called.
 """
 
 import sys
