@@ -15,7 +15,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import events, moderation, observe, protocol, selectors, services
+from chat import daphne_frames, events, moderation, observe, protocol, selectors, services
 from chat.exceptions import (
     ChatError,
     FrameTooLarge,
@@ -115,6 +115,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Moderation reaches all of a user's sockets, in every process, here.
         await self.fanout.add(self)
         await self.accept()
+        # Under Daphne, room frames are written as bytes built once for all
+        # the room's sockets (chat.daphne_frames); None under other servers.
+        self.write_frame = daphne_frames.writer_for(self.base_send)
         self.opened_at = observe.socket_opened(user_id=user.pk)
         # Its seat and presence entries live while the process renews them.
         self.heartbeat = get_heartbeat()
@@ -261,7 +264,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def room_event(self, event: dict) -> None:
         """One room event for this socket, from the process's fan-out."""
-        await self.send_text(event["text"])
+        if self.write_frame is None or not self.write_frame(daphne_frames.event_frame(event)):
+            await self.send_text(event["text"])
         if "seq" in event:
             self._stream(event["room"]).live(event["id"], event["seq"])
             self._echoed(event["id"])  # if it was this socket's own: acknowledged
