@@ -99,6 +99,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         )
 
     async def receive(self, channel: str) -> dict:
+        if "!" in channel:
+            message = self._receive_ready(channel)
+            if message is not None:
+                return message
         try:
             return await super().receive(channel)
         except (RedisError, OSError):
@@ -108,6 +112,34 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             self._recovery = asyncio.ensure_future(self._wait_for_redis(channel))
         await asyncio.shield(self._recovery)
         return dict(RECOVERED)
+
+    def _receive_ready(self, channel: str) -> dict | None:
+        """A message for this process's `channel` that needs no wait: one
+        buffered for it, or one popped from Redis with an earlier message.
+        None when it must wait.
+
+        channels-redis starts tasks for every message (a lock and a queue
+        raced in asyncio.wait, a backup cleaner), so that several coroutines
+        can share the process's key in Redis. When nobody else is receiving
+        (the fan-out alone, in production), what was popped together is
+        handed out here at once: a burst goes out in one turn of the loop.
+        """
+        buffers = self.receive_buffer
+        if not self.receive_count:  # nobody holds the receive lock
+            popped = self._popped.get(self.prefix + self.non_local_name(channel))
+            while popped and (channel not in buffers or buffers[channel].empty()):
+                # As channels-redis's receive_single and receive would route it.
+                message = self.deserialize(popped.popleft())
+                targets = message.pop(ASGI_CHANNEL, channel)
+                for target in targets if isinstance(targets, list) else [targets]:
+                    buffers[target].put_nowait(message)
+        queue = buffers.get(channel)
+        if queue is None or queue.empty():
+            return None
+        message = queue.get_nowait()
+        if queue.empty():
+            del buffers[channel]
+        return message
 
     async def _wait_for_redis(self, channel: str) -> None:
         delay = BACKOFF_FIRST

@@ -174,3 +174,31 @@ async def test_a_redis_without_bzmpop_is_received_from_all_the_same(monkeypatch)
     await asyncio.sleep(0.1)  # a blocking pop
     await theirs.send(channel, {**EVENT, "n": 3})
     assert (await receiving)["n"] == 3
+
+
+async def test_a_burst_popped_together_is_handed_out_in_one_turn_of_the_loop():
+    """What one pop brought is handed out without a wait: channels-redis
+    raced a lock and a queue in fresh tasks for each message, so the fan-out
+    sent each message of a burst on a turn of its own."""
+    ours, theirs = _layers()
+    channel = await ours.new_channel()
+    for n in range(5):
+        await theirs.send(channel, {**EVENT, "n": n})
+    assert (await _receive(ours, channel))["n"] == 0
+    turns = []
+    asyncio.get_running_loop().call_soon(turns.append, "a turn of the loop")
+    rest = [(await ours.receive(channel))["n"] for _ in range(4)]
+    assert rest == [1, 2, 3, 4]
+    assert turns == []
+
+
+async def test_a_group_message_for_two_channels_of_a_process_reaches_both():
+    ours, _ = _layers()
+    group = "layer-test-two-local"
+    first, second = await ours.new_channel(), await ours.new_channel()
+    async with _in_group(group, (ours, first), (ours, second)):
+        for n in range(2):
+            await ours.group_send(group, {**EVENT, "n": n})
+        # The first receive pops both messages, each for both channels.
+        assert [(await _receive(ours, first))["n"] for _ in range(2)] == [0, 1]
+        assert [(await _receive(ours, second))["n"] for _ in range(2)] == [0, 1]
