@@ -1,54 +1,137 @@
-"""Twisted's TCP transport (Daphne's) sending at once when nothing waits.
+"""Twisted's TCP transport (Daphne's): a connection's writes of one turn of
+the event loop, sent together at its end.
 
 Twisted buffers every write and sends it on the reactor's next turn: each
 frame costs registering the socket for writing (an epoll_ctl), a callback
-when it is writable, the send, and unregistering it (another epoll_ctl).
-asyncio's transports (uvicorn's) send at once and buffer only what the
-socket does not take. A message to a room goes out once per member: in
-1 room x 100 members, registering and unregistering were 30% of Daphne's
-busy samples (docs/performance.md).
+when it is writable, the send, and unregistering it (another epoll_ctl). A
+message to a room goes out once per member: in 1 room x 100 members,
+registering and unregistering were 30% of Daphne's busy samples.
 
-Here a write to a plain TCP connection (no TLS) with nothing buffered is
-sent at once. What the socket does not take, and every write while anything
-is buffered, goes to Twisted's buffer as before, so bytes keep their order.
-A send that fails leaves the data to Twisted, whose next turn finds the
-lost connection as it always did.
+Here the writes to a plain TCP connection (no TLS) with nothing buffered
+wait for the end of the loop's turn, and go out in one send: when the
+fan-out hands a burst of messages to a room's sockets in one turn, each
+socket gets one send, not one per message (docs/performance.md). What the
+socket does not take goes to Twisted's buffer as before, so bytes keep their
+order; so do writes while anything is buffered, and everything when no
+asyncio loop runs. Whatever would change the connection's course (a
+writeSequence, closing it) sends what waits first; aborting drops it, as it
+drops Twisted's buffer. A send that fails leaves the data to Twisted, whose
+next turn finds the lost connection as it always did.
 
 Installed by chatsite.asgi whenever Twisted is loaded. Daphne serves through
 it; under another server Twisted is only imported (the `daphne` app, for
-runserver) and carries no connection, so the patched method is never called.
+runserver) and carries no connection, so the patched methods are never called.
 """
 
+import asyncio
 import sys
+
+# The methods patched, with what each does first to the writes of the turn.
+FLUSHING = ("writeSequence", "loseConnection", "loseWriteConnection")
+DROPPING = ("abortConnection", "connectionLost")
+
+
+class Turn:
+    """The writes of this turn of the loop, by connection, and their send."""
+
+    def __init__(self, send_now) -> None:
+        self.send_now = send_now
+        self.waiting: dict = {}  # connection -> [bytes], in write order
+        self.scheduled = False
+
+    def add(self, connection, data: bytes, loop: asyncio.AbstractEventLoop) -> None:
+        chunks = self.waiting.get(connection)
+        if chunks is not None:
+            chunks.append(data)
+            return
+        self.waiting[connection] = [data]
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self.send_all)
+
+    def send_all(self) -> None:
+        self.scheduled = False
+        waiting, self.waiting = self.waiting, {}
+        for connection, chunks in waiting.items():
+            self.send_now(connection, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def send(self, connection) -> None:
+        chunks = self.waiting.pop(connection, None)
+        if chunks:
+            self.send_now(connection, b"".join(chunks))
+
+    def drop(self, connection) -> None:
+        self.waiting.pop(connection, None)
 
 
 def install() -> bool:
-    """Send at once from Twisted's TCP server connections, if Twisted is loaded."""
+    """Send each turn's writes together from Twisted's TCP server connections,
+    if Twisted is loaded."""
     tcp = sys.modules.get("twisted.internet.tcp")
     if tcp is None:
         return False
-    buffered_write = getattr(tcp.Server.write, "buffered_write", tcp.Server.write)
+    server = tcp.Server
+    originals = getattr(server, "turn_originals", None)
+    if originals is None:
+        originals = {name: getattr(server, name) for name in ("write", *FLUSHING, *DROPPING)}
+    buffered_write = originals["write"]
 
-    def write(self, data: bytes) -> None:
-        if (
-            type(self) is tcp.Server  # not unix.Server: it may pass descriptors along
-            and type(data) is bytes
-            and data
-            and not self.TLS
-            and self.connected
-            and not self.disconnecting
-            and not self._writeDisconnecting
-            and not self._writeDisconnected
-            and not self.dataBuffer
-            and not self._tempDataBuffer
-        ):
-            sent = self.writeSomeData(data)  # bytes sent, or the lost connection
+    def plain(connection) -> bool:
+        """A plain TCP connection, open, with nothing in Twisted's buffer."""
+        return (
+            type(connection) is server  # not unix.Server: it may pass descriptors along
+            and not connection.TLS
+            and connection.connected
+            and not connection.disconnecting
+            and not connection._writeDisconnecting
+            and not connection._writeDisconnected
+            and not connection.dataBuffer
+            and not connection._tempDataBuffer
+        )
+
+    def send_now(connection, data: bytes) -> None:
+        if plain(connection):
+            sent = connection.writeSomeData(data)  # bytes sent, or the lost connection
             if sent == len(data):
                 return
             if isinstance(sent, int):
                 data = data[sent:]
+        buffered_write(connection, data)
+
+    turn = Turn(send_now)
+
+    def write(self, data: bytes) -> None:
+        if self in turn.waiting:
+            if type(data) is bytes:
+                if data:
+                    turn.waiting[self].append(data)
+                return
+            turn.send(self)  # and Twisted refuses what is not bytes
+        elif type(data) is bytes and data and plain(self):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to end a turn: now
+                send_now(self, data)
+                return
+            turn.add(self, data, loop)
+            return
         buffered_write(self, data)
 
-    write.buffered_write = buffered_write
-    tcp.Server.write = write
+    def first(name: str, then):
+        original = originals[name]
+
+        def patched(self, *args, **kwargs):
+            then(self)
+            return original(self, *args, **kwargs)
+
+        patched.__name__ = name
+        return patched
+
+    server.write = write
+    for name in FLUSHING:
+        setattr(server, name, first(name, turn.send))
+    for name in DROPPING:
+        setattr(server, name, first(name, turn.drop))
+    server.turn_originals = originals
+    server.turn = turn
     return True

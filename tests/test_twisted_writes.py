@@ -1,17 +1,19 @@
-"""Daphne's TCP connections send at once when nothing waits (chatsite.twisted_writes).
+"""Daphne's TCP connections send a turn's writes together (chatsite.twisted_writes).
 
 A Twisted server connection over a real loopback socket, with a reactor that
 only records what the transport asks of it: the peer reads what was sent.
 """
 
+import asyncio
 import select
 import socket
 import time
 from types import SimpleNamespace
 
 import pytest
-from twisted.internet import tcp
+from twisted.internet import error, tcp
 from twisted.internet.protocol import Protocol
+from twisted.python import failure
 
 from chatsite import twisted_writes
 
@@ -20,6 +22,7 @@ class RecordingReactor:
     def __init__(self) -> None:
         self.writers: set = set()
         self.registrations = 0
+        self.later: list = []
 
     def addWriter(self, writer) -> None:  # noqa: N802 - Twisted's interface
         self.writers.add(writer)
@@ -34,10 +37,21 @@ class RecordingReactor:
     def removeReader(self, reader) -> None:  # noqa: N802
         pass
 
+    def callLater(self, delay, function, *args):  # noqa: N802
+        self.later.append((function, args))
+
+
+PATCHED = ("write", *twisted_writes.FLUSHING, *twisted_writes.DROPPING)
+
 
 @pytest.fixture
 def installed(monkeypatch):
-    monkeypatch.setattr(tcp.Server, "write", tcp.Server.write, raising=False)
+    """Installed afresh on Twisted's own methods (chatsite.asgi may have installed it)."""
+    originals = getattr(tcp.Server, "turn_originals", {})
+    for name in PATCHED:
+        monkeypatch.setattr(tcp.Server, name, originals.get(name, getattr(tcp.Server, name)))
+    monkeypatch.setattr(tcp.Server, "turn", None, raising=False)
+    monkeypatch.delattr(tcp.Server, "turn_originals", raising=False)
     assert twisted_writes.install()
 
 
@@ -120,4 +134,102 @@ def test_installing_twice_keeps_one_direct_path(installed, connection):
     transport, _reactor, peer = connection
     transport.write(b"once")
     assert read(peer, 4) == b"once"
-    assert tcp.Server.write.buffered_write is tcp.Connection.write
+    assert tcp.Server.turn_originals["write"] is tcp.Connection.write
+
+
+def sends_of(monkeypatch, transport) -> list[bytes]:
+    sends: list[bytes] = []
+    original = transport.writeSomeData
+
+    def recorded(data):
+        sends.append(bytes(data))
+        return original(data)
+
+    monkeypatch.setattr(transport, "writeSomeData", recorded)
+    return sends
+
+
+def test_the_writes_of_one_turn_go_out_in_one_send(installed, connection, monkeypatch):
+    transport, reactor, peer = connection
+    sends = sends_of(monkeypatch, transport)
+    expected = b"".join(b"frame %d;" % number for number in range(100))
+
+    async def one_turn():
+        for number in range(100):
+            transport.write(b"frame %d;" % number)
+        assert sends == []  # not before the turn ends
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    assert sends == [expected]
+    assert read(peer, len(expected)) == expected
+    assert reactor.registrations == 0
+
+
+def test_each_turn_sends_its_own_writes(installed, connection, monkeypatch):
+    transport, _reactor, peer = connection
+    sends = sends_of(monkeypatch, transport)
+
+    async def two_turns():
+        transport.write(b"first ")
+        await asyncio.sleep(0)
+        transport.write(b"second")
+        await asyncio.sleep(0)
+
+    asyncio.run(two_turns())
+    assert sends == [b"first ", b"second"]
+    assert read(peer, 12) == b"first second"
+
+
+def test_closing_sends_what_waits_first(installed, connection):
+    transport, reactor, peer = connection
+
+    async def write_and_close():
+        transport.write(b"goodbye")
+        transport.loseConnection()
+        assert transport.disconnecting
+
+    asyncio.run(write_and_close())
+    assert read(peer, 7) == b"goodbye"
+    assert reactor.writers == {transport}  # Twisted closes on its next turn, as always
+
+
+def test_a_write_sequence_comes_after_what_waits(installed, connection):
+    transport, _reactor, peer = connection
+
+    async def write_then_sequence():
+        transport.write(b"1")
+        transport.writeSequence([b"2", b"3"])
+        transport.write(b"4")  # behind Twisted's buffer now
+
+    asyncio.run(write_then_sequence())
+    assert read(peer, 1) == b"1"
+    assert transport._tempDataBuffer == [b"2", b"3", b"4"]
+
+
+def test_aborting_drops_what_waits(installed, connection, monkeypatch):
+    transport, reactor, _peer = connection
+    sends = sends_of(monkeypatch, transport)
+
+    async def write_and_abort():
+        transport.write(b"never sent")
+        transport.abortConnection()
+        await asyncio.sleep(0)
+
+    asyncio.run(write_and_abort())
+    assert sends == []
+    assert transport not in tcp.Server.turn.waiting
+    assert len(reactor.later) == 1  # Twisted's connectionLost, on its next turn
+
+
+def test_a_lost_connection_drops_what_waits(installed, connection, monkeypatch):
+    transport, _reactor, _peer = connection
+    sends = sends_of(monkeypatch, transport)
+
+    async def write_and_lose():
+        transport.write(b"never sent")
+        transport.connectionLost(failure.Failure(error.ConnectionLost()))
+        await asyncio.sleep(0)
+
+    asyncio.run(write_and_lose())
+    assert sends == []
