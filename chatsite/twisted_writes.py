@@ -24,7 +24,10 @@ runserver) and carries no connection, so the patched methods are never called.
 """
 
 import asyncio
+import logging
 import sys
+
+logger = logging.getLogger(__name__)
 
 # The methods patched, with what each does first to the writes of the turn.
 FLUSHING = ("writeSequence", "loseConnection", "loseWriteConnection")
@@ -53,7 +56,11 @@ class Turn:
         self.scheduled = False
         waiting, self.waiting = self.waiting, {}
         for connection, chunks in waiting.items():
-            self.send_now(connection, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            try:
+                self.send_now(connection, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except Exception:
+                # One connection's failure must not cost the others their frames.
+                logger.exception("could not send to %s", connection)
 
     def send(self, connection) -> None:
         chunks = self.waiting.pop(connection, None)

@@ -233,3 +233,33 @@ def test_a_lost_connection_drops_what_waits(installed, connection, monkeypatch):
 
     asyncio.run(write_and_lose())
     assert sends == []
+
+
+def test_one_connections_failure_does_not_cost_the_others_their_writes(
+    installed, connection, monkeypatch, caplog
+):
+    transport, reactor, _peer = connection
+    listener = socket.create_server(("127.0.0.1", 0))
+    other_peer = socket.create_connection(listener.getsockname())
+    accepted, address = listener.accept()
+    listener.close()
+    other = tcp.Server(
+        accepted, Protocol(), address, SimpleNamespace(_realPortNumber=address[1]), 0, reactor
+    )
+
+    def broken(data):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(transport, "writeSomeData", broken)
+
+    async def one_turn():
+        transport.write(b"lost")
+        other.write(b"still sent")
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    other_peer.settimeout(5)
+    assert read(other_peer, 10) == b"still sent"
+    assert "could not send" in caplog.text
+    other_peer.close()
+    accepted.close()
