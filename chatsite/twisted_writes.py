@@ -40,20 +40,22 @@ class Turn:
     def __init__(self, send_now) -> None:
         self.send_now = send_now
         self.waiting: dict = {}  # connection -> [bytes], in write order
-        self.scheduled = False
+        self.scheduled: asyncio.AbstractEventLoop | None = None  # the loop to send on
 
     def add(self, connection, data: bytes, loop: asyncio.AbstractEventLoop) -> None:
         chunks = self.waiting.get(connection)
-        if chunks is not None:
+        if chunks is None:
+            self.waiting[connection] = [data]
+        else:
             chunks.append(data)
-            return
-        self.waiting[connection] = [data]
-        if not self.scheduled:
-            self.scheduled = True
+        # Once per turn; again if the loop it was asked of is not this one
+        # (tests run a loop each, and one may end before its turn does).
+        if self.scheduled is not loop:
+            self.scheduled = loop
             loop.call_soon(self.send_all)
 
     def send_all(self) -> None:
-        self.scheduled = False
+        self.scheduled = None
         waiting, self.waiting = self.waiting, {}
         for connection, chunks in waiting.items():
             try:
@@ -108,20 +110,18 @@ def install() -> bool:
     turn = Turn(send_now)
 
     def write(self, data: bytes) -> None:
-        if self in turn.waiting:
-            if type(data) is bytes:
-                if data:
-                    turn.waiting[self].append(data)
-                return
-            turn.send(self)  # and Twisted refuses what is not bytes
-        elif type(data) is bytes and data and plain(self):
+        waits = self in turn.waiting
+        if type(data) is bytes and data and (waits or plain(self)):
             try:
                 loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop to end a turn: now
+            except RuntimeError:  # no loop to end a turn: now, after what waits
+                turn.send(self)
                 send_now(self, data)
                 return
             turn.add(self, data, loop)
             return
+        if waits:
+            turn.send(self)  # then Twisted's own (which refuses what is not bytes)
         buffered_write(self, data)
 
     def first(name: str, then):

@@ -263,3 +263,26 @@ def test_one_connections_failure_does_not_cost_the_others_their_writes(
     assert "could not send" in caplog.text
     other_peer.close()
     accepted.close()
+
+
+def test_a_loop_that_ends_before_its_turn_does_not_hold_the_next_loops_writes(
+    installed, connection
+):
+    transport, _reactor, peer = connection
+    ended = asyncio.new_event_loop()
+
+    def write_and_stop():
+        transport.write(b"first ")
+        ended.stop()  # the loop ends with this turn: its send never runs
+
+    ended.call_soon(write_and_stop)
+    ended.run_forever()
+    ended.close()
+    assert transport in tcp.Server.turn.waiting
+
+    async def write_again():
+        transport.write(b"second")
+        await asyncio.sleep(0)
+
+    asyncio.run(write_again())
+    assert read(peer, 12) == b"first second"
