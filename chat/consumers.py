@@ -40,8 +40,8 @@ CLOSED_SOCKET_ERRORS = (OSError, Disconnected)
 # 4000-4999: the application's own close codes.
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TOO_MANY_ERRORS = 4008  # as 1008, policy violation
-# How long a sender waits for its message to come back through the layer
-# before it is acknowledged directly (the layer lost it: Redis restarted).
+# How long a sender waits for its message to come back through the fan-out
+# before it is acknowledged directly.
 ECHO_WAIT = 1.0
 
 
@@ -227,16 +227,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frame = protocol.message_frame(message)
         # Out to the room, the sender's socket included (also for a resent
         # client_id: its first broadcast may have died with another process).
-        # The sender's copy is its acknowledgement: through the fan-out, it
-        # comes in seq order with the room's other messages. Should the layer
-        # refuse it (Redis away), the sender is acknowledged here at once;
-        # should the layer lose it (Redis restarted empty), after ECHO_WAIT.
-        # The wait starts before the publish: the copy can come back through
-        # the fan-out before Redis answers the publish itself.
+        # The sender's copy is its acknowledgement: this process's fan-out
+        # hands it over in seq order with the room's other messages, whether
+        # or not the layer took it (Redis away). Should it not come (held for
+        # a gap, then dropped with the room), the sender is acknowledged
+        # directly after ECHO_WAIT.
         self._await_echo(room.slug, frame)
-        if not await events.aroom_broadcast(room.id, frame):
-            self._echoed(message.id)
-            await self._acknowledge(room.slug, frame)
+        await events.aroom_broadcast(room.id, frame)
 
     async def typing(self, command: protocol.Typing) -> None:
         room = self._joined(command.room)
@@ -282,7 +279,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             echo_wait.cancel()
 
     def _echo_missed(self, slug: str, frame: dict) -> None:
-        """The layer took this socket's message but never brought it back."""
+        """The fan-out never brought this socket's message back."""
         del self.unechoed[frame["id"]]
         task = asyncio.get_running_loop().create_task(self._acknowledge(slug, frame))
         self.acknowledging.add(task)

@@ -26,7 +26,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
-from chat import protocol
+from chat import fanout, protocol
+from chat.layers import ORIGIN
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,12 @@ async def _group_send(group: str, event: dict) -> bool:
 
 
 async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:
-    """Send `frame` to every socket in the room, except the channel `exclude`.
+    """Send `frame` to every socket in the room, except the socket `exclude`.
 
-    Returns whether the channel layer took it. A message the layer refused is
-    sent again in the background until it takes it (see _resend).
+    This process's own sockets get it from here, whatever the layer does; the
+    layer takes it to the other processes. Returns whether the layer took it.
+    A message the layer refused is sent again in the background until it
+    takes it (see _resend).
     """
     event = {"type": ROOM_EVENT, "room_id": room_id, "text": protocol.encode(frame)}
     if exclude is not None:
@@ -74,8 +77,15 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
             frame["online"],
             frame["offline"],
         )
+    here = fanout.running_fanout()
+    if here is not None:
+        event[ORIGIN] = here.channel  # the layer leaves this process out
     group = room_group(room_id)
-    if await _group_send(group, event):
+    # Published first: the other processes' sockets do not wait for ours.
+    published = await _group_send(group, event)
+    if here is not None:
+        await here.deliver_here(event)
+    if published:
         return True
     if frame["type"] == "message":
         task = asyncio.get_running_loop().create_task(_resend(group, event))

@@ -16,6 +16,12 @@ sockets need, and hands each event to those sockets directly:
   disconnect a Redis round trip, serialised behind the subscription lock (a
   reconnect storm after a deploy), for events that are rare.
 
+A room event from this process reaches its own sockets from here at once
+(`deliver_here`), not back through Redis: the layer pushes it to the other
+processes only (chat.layers.ORIGIN). That is a Redis round trip and a pop
+less per message, and this process's sockets hear its messages even while
+Redis is away.
+
 A room's messages go out in their numbers' (seq) order. Posts commit in that
 order, but their broadcasts race to Redis (from one process or several), so
 the fan-out puts them back in order (Sequencer), the sender's own copy with
@@ -38,6 +44,7 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from chat import events, observe
+from chat.layers import ORIGIN
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +209,9 @@ class Fanout:
             event = await self.layer.receive(self.channel)
             try:
                 if event["type"] == events.ROOM_EVENT:
-                    await self._deliver(event)
+                    # Layers that do not skip the origin bring our own back.
+                    if event.get(ORIGIN) != self.channel:
+                        await self._deliver(event)
                 elif event["type"] in events.USER_EVENTS:
                     for socket in list(self.users.get(event["user_id"], ())):
                         await socket.dispatch(event)
@@ -233,6 +242,18 @@ class Fanout:
         with contextlib.suppress(*events.LAYER_ERRORS):
             await self.layer.send(self.channel, {"type": "fanout.closed"})
         await asyncio.wait({self.task}, timeout=timeout)
+
+    async def deliver_here(self, event: dict) -> None:
+        """A room event from this process, to this process's sockets in the room.
+
+        The caller's event names this fan-out's channel as its ORIGIN, so
+        that the layer does not bring it back. Runs in the caller's task: a
+        socket that fails must not fail the post that sent the event.
+        """
+        try:
+            await self._deliver(event)
+        except Exception:
+            logger.exception("fan-out failed on a local %s event", event.get("type"))
 
     async def _deliver(self, event: dict) -> None:
         group = events.room_group(event["room_id"])
@@ -294,6 +315,16 @@ class Fanout:
 
 
 _fanouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def running_fanout() -> Fanout | None:
+    """This event loop's fan-out if it receives (it serves sockets), else None."""
+    fanout = _fanouts.get(asyncio.get_running_loop())
+    if fanout is None or fanout.channel is None or fanout.closing:
+        return None
+    if fanout.layer is not get_channel_layer():
+        return None  # the settings changed layers (tests): it is on its way out
+    return fanout
 
 
 def get_fanout() -> Fanout:

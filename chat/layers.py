@@ -13,7 +13,9 @@ processes of either kind can share a Redis:
 
 - `group_send` is one script: channels-redis makes four round trips (drop
   expired members, read the members, drop expired messages, push), with the
-  push script's whole text sent each time.
+  push script's whole text sent each time. It pushes nothing to the channel
+  a message names as its ORIGIN: that process has delivered it to its own
+  sockets already (chat.fanout), and would only pop it again.
 - A receive on a process's own channel (the fan-out's) waits for a message
   and pops what has piled up in one round trip (BZMPOP, Redis 7; two round
   trips before that), and hands them out one by one; channels-redis makes
@@ -46,25 +48,30 @@ RECOVERED = {"type": "layer.recovered"}
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 # Messages popped in one round trip at most: a busy process's backlog.
 RECEIVE_BATCH = 100
+# A message's key naming the channel it is not pushed to (see group_send).
+ORIGIN = "origin"
 
 # KEYS[1]: the group. ARGV: now, group expiry, message expiry, capacity, the
 # channel key prefix, then the message as channels-redis stores it but for its
 # `__asgi_channel__` value, in two parts: the random prefix, map header and
 # key; then the other entries. The script puts the value between them: the
 # member channels that share a channel key (one key per process), a list that
-# cmsgpack packs as msgpack does.
+# cmsgpack packs as msgpack does. Last, a member channel to leave out ('' for
+# none).
 GROUP_SEND_SCRIPT = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, math.floor(now) - tonumber(ARGV[2]))
 local keys, channels = {}, {}
 for _, channel in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local bang = string.find(channel, '!', 1, true)
-  local key = ARGV[5] .. (bang and string.sub(channel, 1, bang) or channel)
-  if channels[key] == nil then
-    channels[key] = {}
-    keys[#keys + 1] = key
+  if channel ~= ARGV[8] then
+    local bang = string.find(channel, '!', 1, true)
+    local key = ARGV[5] .. (bang and string.sub(channel, 1, bang) or channel)
+    if channels[key] == nil then
+      channels[key] = {}
+      keys[#keys + 1] = key
+    end
+    table.insert(channels[key], channel)
   end
-  table.insert(channels[key], channel)
 end
 local expiry, capacity, over = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
 for _, key in ipairs(keys) do
@@ -177,6 +184,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             args=[
                 *(time.time(), self.group_expiry, self.expiry, self.capacity, self.prefix),
                 *(prefix + head, tail),
+                message.get(ORIGIN) or "",
             ],
         )
         if over:

@@ -6,8 +6,10 @@ import pytest
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chat import events, protocol
+from chat import consumers, events, protocol
+from chat.events import RESEND_FIRST
 from chat.fanout import HOLD_SECONDS, get_fanout
 from tests.conftest import need_redis
 from tests.factories import make_member, make_messages
@@ -120,6 +122,56 @@ async def test_a_message_past_a_gap_that_never_fills_goes_out_after_a_short_wait
         # The missing one, late after all, still goes out (readers drop copies by id).
         await events.aroom_broadcast(room.id, protocol.message_frame(lost))
         assert await receive_ids(client, 1) == [lost.id]
+
+
+async def test_a_message_reaches_this_processs_sockets_once_whatever_the_layer_brings_back(
+    channel_backend, user, other_user, room
+):
+    """Delivered here, not through the layer: the Redis layer skips this
+    process's channel, and what the in-memory one brings back is dropped."""
+    await database_sync_to_async(make_member)(user, room)
+    await database_sync_to_async(make_member)(other_user, room)
+    async with connect(user) as sender, connect(other_user) as reader:
+        await sender.join(room.slug)
+        await reader.join(room.slug)
+        await sender.post(room.slug, "once", "c-1")
+        for client in (sender, reader):
+            assert (await client.receive_until("message"))["client_id"] == "c-1"
+        await sender.assert_silent()
+        await reader.assert_silent()
+
+
+async def test_this_processs_sockets_hear_its_message_while_the_layer_refuses_it(
+    channel_backend, user, other_user, room, monkeypatch
+):
+    """Redis away: the other processes get the message when it is back (the
+    resend), this process's sockets at once, and once (the resend skips them)."""
+    await database_sync_to_async(make_member)(user, room)
+    await database_sync_to_async(make_member)(other_user, room)
+    layer = get_channel_layer()
+    group_send, refused = layer.group_send, []
+
+    async def refuse_the_message_once(group, message):
+        if "seq" in message and not refused:
+            refused.append(message["id"])
+            raise RedisConnectionError("Redis is away")
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", refuse_the_message_once)
+    async with connect(user) as sender, connect(other_user) as reader:
+        await sender.join(room.slug)
+        await reader.join(room.slug)
+        await events.apresence_flush(room.id)
+        await sender.post(room.slug, "heard here", "c-1")
+        loop = asyncio.get_running_loop()
+        posted_at = loop.time()
+        for client in (sender, reader):
+            assert (await client.receive_until("message"))["client_id"] == "c-1"
+        assert loop.time() - posted_at < consumers.ECHO_WAIT  # not the fallback
+        await asyncio.sleep(RESEND_FIRST * 2)  # the resend went out meanwhile
+        await sender.assert_silent()
+        await reader.assert_silent()
+    assert len(refused) == 1
 
 
 async def test_a_dead_processs_channel_leaves_the_rooms_group_and_a_live_one_stays(

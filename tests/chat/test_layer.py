@@ -9,6 +9,7 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from redis.exceptions import ResponseError
 
+from chat.layers import ORIGIN
 from tests.conftest import need_redis
 
 pytestmark = pytest.mark.asyncio
@@ -202,3 +203,15 @@ async def test_a_group_message_for_two_channels_of_a_process_reaches_both():
         # The first receive pops both messages, each for both channels.
         assert [(await _receive(ours, first))["n"] for _ in range(2)] == [0, 1]
         assert [(await _receive(ours, second))["n"] for _ in range(2)] == [0, 1]
+
+
+async def test_a_group_send_pushes_nothing_to_the_channel_it_came_from():
+    """The sending process delivered to its own sockets already (chat.fanout):
+    the others get it, and the sender's channel is not given it to pop again."""
+    ours, theirs = _layers()
+    group = "layer-test-origin"
+    mine, other_process = await ours.new_channel(), await theirs.new_channel()
+    async with _in_group(group, (ours, mine), (theirs, other_process)):
+        await ours.group_send(group, {**EVENT, ORIGIN: mine})
+        assert await _receive(theirs, other_process) == {**EVENT, ORIGIN: mine}
+        assert not await ours.connection(0).exists(ours.prefix + ours.non_local_name(mine))
