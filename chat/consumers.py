@@ -259,13 +259,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- room events, from this process's fan-out (chat.fanout) -------------------------
 
+    def room_event_now(self, event: dict) -> bool:
+        """room_event, if the socket can write it at once (under Daphne):
+        the fan-out then needs no coroutine per socket. False: it cannot."""
+        if self.write_frame is None or not self.write_frame(daphne_frames.event_frame(event)):
+            return False
+        if "seq" in event:
+            self._had(event)
+        return True
+
     async def room_event(self, event: dict) -> None:
         """One room event for this socket, from the process's fan-out."""
-        if self.write_frame is None or not self.write_frame(daphne_frames.event_frame(event)):
+        if not self.room_event_now(event):
             await self.send_text(event["text"])
-        if "seq" in event:
-            self._stream(event["room"]).live(event["id"], event["seq"])
-            self._echoed(event["id"])  # if it was this socket's own: acknowledged
+            if "seq" in event:
+                self._had(event)
+
+    def _had(self, event: dict) -> None:
+        """A room message went out to this socket."""
+        self._stream(event["room"]).live(event["id"], event["seq"])
+        self._echoed(event["id"])  # if it was this socket's own: acknowledged
 
     def _await_echo(self, slug: str, frame: dict) -> None:
         self._echoed(frame["id"])  # a resent message: the first wait is over

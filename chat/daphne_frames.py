@@ -72,12 +72,17 @@ def writer_for(send: Callable) -> Callable[[bytes], bool] | None:
         and isinstance(send.args[0], WebSocketProtocol)
     ):
         return None
-    protocol, connections = send.args[0], send.func.__self__.connections
+    protocol = send.args[0]
+    # Daphne's entry for the connection: made when it connected, marked
+    # "disconnected" before it is forgotten. Looked up once: autobahn hashes
+    # its protocols in Python.
+    connection = send.func.__self__.connections.get(protocol, GONE)
     open_state, ground = protocol.STATE_OPEN, protocol.SEND_STATE_GROUND
 
     def write(frame: bytes) -> bool:
         # What Daphne's handle_reply and autobahn's sendMessage, sendFrame and
-        # sendData would check before writing the frame as it is.
+        # sendData would check before writing the frame as it is. (A frame's
+        # payload is shorter than the frame: most need no exact length.)
         if (
             protocol.state != open_state
             or protocol.send_state != ground
@@ -86,9 +91,15 @@ def writer_for(send: Callable) -> Callable[[bytes], bool] | None:
             or protocol.trackedTimings
             or protocol.logFrames
             or protocol.maskServerFrames
-            or 0 < protocol.autoFragmentSize < payload_length(frame)
-            or 0 < protocol.maxMessagePayloadSize < payload_length(frame)
-            or connections.get(protocol, GONE).get("disconnected")
+            or (
+                0 < protocol.autoFragmentSize < len(frame)
+                and protocol.autoFragmentSize < payload_length(frame)
+            )
+            or (
+                0 < protocol.maxMessagePayloadSize < len(frame)
+                and protocol.maxMessagePayloadSize < payload_length(frame)
+            )
+            or connection.get("disconnected")
         ):
             return False
         protocol.transport.write(frame)

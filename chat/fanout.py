@@ -106,6 +106,8 @@ class Socket(Protocol):
     username: str
     user_id: int
 
+    def room_event_now(self, event: dict) -> bool: ...  # written at once, or False
+
     async def room_event(self, event: dict) -> None: ...
 
     async def dispatch(self, event: dict) -> None: ...  # to its handler, by type
@@ -298,7 +300,7 @@ class Fanout:
                 personal = events.presence_without(event, socket.username)
                 if personal is not None:
                     await socket.room_event(personal)
-            else:
+            elif not socket.room_event_now(event):
                 await socket.room_event(event)
         if "seq" in event and sockets:  # a message (not presence or typing)
             observe.messages_delivered(event, len(sockets))

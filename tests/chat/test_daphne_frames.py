@@ -85,7 +85,8 @@ def test_frames_keep_their_order_with_asgi_sends(daphne_socket):
         pytest.param(lambda p, c: setattr(p, "maxMessagePayloadSize", 10), id="over-limit"),
         pytest.param(lambda p, c: setattr(p, "logFrames", True), id="logging-frames"),
         pytest.param(lambda p, c: c[p].update(disconnected=1.0), id="daphne-disconnected"),
-        pytest.param(lambda p, c: c.pop(p), id="daphne-forgot-it"),
+        # As Daphne forgets a connection: marked disconnected first.
+        pytest.param(lambda p, c: c.pop(p).update(disconnected=1.0), id="daphne-forgot-it"),
     ],
 )
 def test_a_frame_goes_through_asgi_when_autobahn_would_not_send_it_plainly(daphne_socket, state):
@@ -120,3 +121,12 @@ def test_an_events_frame_is_built_once_per_text():
     personal = {**event, "text": "hi"}
     assert daphne_frames.event_frame(personal) == daphne_frames.text_frame("hi")
     assert daphne_frames.event_frame(event) is frame
+
+
+def test_a_connection_daphne_does_not_know_gets_no_frame_written(daphne_socket):
+    send, transport, protocol = daphne_socket
+    del send.func.__self__.connections[protocol]
+    write = daphne_frames.writer_for(send)
+    transport.clear()
+    assert write(daphne_frames.text_frame("hello")) is False
+    assert transport.value() == b""
