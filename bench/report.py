@@ -7,8 +7,9 @@ figure in a table is the median over the repetitions whose run counts:
 - a fixed-rate run counts when loadgen says `"valid": true` (its own CPU
   stayed under 70% of a core); rows with invalid repetitions say how many
   counted, and a cell with none says "invalid";
-- a sweep whose last step was loadgen-bound still has a best step, but the
-  server was not the limit: its figure is a lower bound, shown as "≥";
+- a sweep whose last step was loadgen-bound, or that ran out of steps, still
+  has a best step, but the server was not the limit: its figure is a lower
+  bound, shown as "≥";
 - a ratio is the median of the per-repetition ratios project/peer, pairing
   the runs of one repetition (they ran minutes apart, interleaved).
 """
@@ -39,7 +40,9 @@ def per_cpu_second(result: dict) -> float | None:
 
 
 def sweep_lower_bound(result: dict) -> bool:
-    return str(result.get("stopped_because", "")).startswith("loadgen-bound")
+    """The sweep ended before the server's limit: the load generator ran out
+    of CPU, or the sweep out of steps."""
+    return str(result.get("stopped_because", "")).startswith(("loadgen-bound", "max steps"))
 
 
 def latency(q: str) -> Callable[[dict], object]:

@@ -73,6 +73,8 @@ class Config:
         # peer pauses for over a second inside its presence broadcast to 1,000.
         self.settle_quiet = env_num("BENCH_SETTLE_QUIET", 2)
         self.sweep_factor = env_num("BENCH_SWEEP_FACTOR", 2 if q else 1.5)
+        # Runs that narrow a sweep the server stopped (Bench.refine).
+        self.refine = int(env_num("BENCH_REFINE", 0 if q else 2))
         self.only = env_list("BENCH_SCENARIOS")
         self.servers = env_list("BENCH_SERVERS") or [*PROJECT_SERVERS, "seed_fastapi", "bare_ws"]
         self.profile = env_bool("BENCH_PROFILE", not q)
@@ -170,10 +172,13 @@ class Bench:
         self.run_id = secrets.token_hex(2)
         self.env: dict = {}  # the project's environment, once started
 
-    def room_prefix(self, scenario: dict, rep: int, kind: str) -> str:
+    def room_prefix(self, scenario: dict, rep: int, kind: str, rate: float | None = None) -> str:
         """Fresh rooms for every loadgen run, so that no run inherits another's
         room state (members, presence, channel-layer groups)."""
-        return f"b{self.run_id}-{scenario['key']}-{'p' if rep < 0 else rep}{kind[0]}"
+        run = f"{'p' if rep < 0 else rep}{kind[0]}"
+        if kind == "refine":
+            run += f"{rate * 10:.0f}"  # its rate, in tenths: a slug has no dot
+        return f"b{self.run_id}-{scenario['key']}-{run}"
 
     def loadgen_args(
         self,
@@ -202,6 +207,10 @@ class Bench:
                 cfg.sweep_factor,
             ]
             return [*shape, *sweep, *window]
+        if kind == "refine":  # one step of a sweep, at `rate`
+            duration = max(cfg.duration, scenario.get("min_duration", 0))
+            window = ["--duration", duration, "--warmup", cfg.warmup, "--drain", cfg.drain]
+            return [*shape, "--rate", rate, *window]
         window = ["--duration", duration or cfg.fixed_duration, "--warmup", cfg.fixed_warmup]
         return [*shape, "--rate", rate, *window, "--drain", cfg.drain]
 
@@ -237,7 +246,7 @@ class Bench:
             if problem:
                 record["error"] = problem
                 return self.keep(record)
-        prefix = self.room_prefix(scenario, rep, kind)
+        prefix = self.room_prefix(scenario, rep, kind, rate)
         if target in self.no_room_create and "rooms" in scenario:
             servers.precreate_rooms(self.env, [f"{prefix}-{i}" for i in range(scenario["rooms"])])
         cmd = self.command(target, self.loadgen_args(scenario, kind, rate, prefix))
@@ -308,6 +317,7 @@ class Bench:
         best = {}
         for target in targets:
             record = self.invoke(scenario, target, rep, "sweep")
+            self.refine(scenario, target, rep, record)
             best[target] = (record.get("result") or {}).get("max_sustained_msgs_per_s")
         for target in targets:
             # Latency and CPU at half the server's own max sustained rate (the
@@ -316,6 +326,54 @@ class Bench:
             reference = best.get(targets[0]) if kind == "scale" else best.get(target)
             rate = round((reference or scenario["start_rate"]) / 2, 2)
             self.invoke(scenario, target, rep, "fixed", rate)
+
+    def refine(self, scenario: dict, target: str, rep: int, record: dict) -> None:
+        """Narrow a sweep that the server stopped (p99 over 100 ms, or a loss).
+
+        The sweep multiplies the rate by BENCH_SWEEP_FACTOR (1.5) per step, so
+        its maximum may be a third below the server's. Up to BENCH_REFINE runs,
+        each one step of the sweep's length, bisect between the last rate
+        sustained and the first that was not (geometric middle); the sweep's
+        result then holds the highest rate sustained, and `refined_from` the
+        sweep's own. A sweep stopped by the load generator (its CPU) or by its
+        last step is left alone: its figure is a lower bound, marked so.
+        """
+        result = record.get("result") or {}
+        good = result.get("max_sustained_msgs_per_s")
+        failed = [
+            step
+            for step in result.get("steps") or []
+            if good is not None and step.get("offered_msgs_per_s", 0) > good
+        ]
+        if not (self.cfg.refine and failed) or report.sweep_lower_bound(result):
+            return
+        bad = failed[0]["offered_msgs_per_s"]
+        best = None
+        for _ in range(self.cfg.refine):
+            rate = round((good * bad) ** 0.5, 1)
+            run = self.invoke(scenario, target, rep, "refine", rate).get("result") or {}
+            p99 = (run.get("latency_ms") or {}).get("p99")
+            if run.get("valid") and not run.get("lost") and p99 is not None and p99 <= 100:
+                good, best = rate, run
+            else:
+                bad = rate
+        if best is not None:
+            result["refined_from"] = {
+                "max_sustained_msgs_per_s": result["max_sustained_msgs_per_s"],
+                "max_sustained_deliveries_per_s": result.get("max_sustained_deliveries_per_s"),
+            }
+            result["max_sustained_msgs_per_s"] = good
+            result["max_sustained_deliveries_per_s"] = best.get("deliveries_per_s")
+        refined = f"refined: {good:g} msg/s sustained, {bad:g} not"
+        result["stopped_because"] = f"{result.get('stopped_because')}; {refined}"
+        self.keep_refined(record)
+
+    def keep_refined(self, record: dict) -> None:
+        """The sweep's record again, refined (the JSON lines keep both)."""
+        line = {**record["result"], **{k: v for k, v in record.items() if k != "result"}}
+        line["label"], line["refined"] = record["server"], True
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
     def median_max_rate(self, scenario_key: str, target: str) -> float | None:
         rates = [
