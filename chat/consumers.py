@@ -60,6 +60,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # word to the user) reaches the socket through the process's fan-out.
     channel_layer_alias = None
 
+    async def __call__(self, scope: dict, receive, send) -> None:
+        # With no channel, the client's messages are the socket's only source:
+        # awaited here one after the other. Channels' own loop
+        # (await_many_dispatch, for a channel and the client together) starts
+        # a task and an asyncio.wait for every frame the client sends.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict) -> None:
         # Channels >= 4.2 hops to a thread for aclose_old_connections() before
         # every handler, including each room event to each member: on a busy

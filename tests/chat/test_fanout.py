@@ -44,6 +44,15 @@ async def test_a_rooms_sockets_are_one_subscription_and_hold_no_channel(settings
     assert await group_size(settings, events.room_group(room.id)) == 0
 
 
+async def test_a_socket_waiting_for_its_client_is_one_task(channel_backend, user, other_user):
+    """No channel, one source: no task per socket besides the application's
+    own (Channels' loop keeps a second one waiting for each client)."""
+    async with connect(user):  # the process's own tasks (fan-out, heartbeat) start
+        before = asyncio.all_tasks()
+        async with connect(other_user):
+            assert len(asyncio.all_tasks() - before) == 1
+
+
 async def test_connecting_and_disconnecting_cost_no_subscription(settings, user, other_user):
     """Moderation's group is the process's, joined once: a reconnect storm
     makes no Redis round trip per socket for it."""
