@@ -111,6 +111,8 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             if message is not None:
                 return message
         try:
+            if "!" in channel and not self.receive_count:
+                return await self._receive_alone(channel)
             return await super().receive(channel)
         except (RedisError, OSError):
             logger.warning("channel layer lost Redis; waiting for it", exc_info=True)
@@ -135,11 +137,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         if not self.receive_count:  # nobody holds the receive lock
             popped = self._popped.get(self.prefix + self.non_local_name(channel))
             while popped and (channel not in buffers or buffers[channel].empty()):
-                # As channels-redis's receive_single and receive would route it.
-                message = self.deserialize(popped.popleft())
-                targets = message.pop(ASGI_CHANNEL, channel)
-                for target in targets if isinstance(targets, list) else [targets]:
-                    buffers[target].put_nowait(message)
+                self._route(popped.popleft(), channel)
         queue = buffers.get(channel)
         if queue is None or queue.empty():
             return None
@@ -147,6 +145,48 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         if queue.empty():
             del buffers[channel]
         return message
+
+    def _route(self, content: bytes, channel: str) -> None:
+        """A popped message into the buffers of the channels it is for, as
+        channels-redis's receive_single and receive route it."""
+        message = self.deserialize(content)
+        targets = message.pop(ASGI_CHANNEL, channel)
+        for target in targets if isinstance(targets, list) else [targets]:
+            self.receive_buffer[target].put_nowait(message)
+
+    async def _receive_alone(self, channel: str) -> dict:
+        """A receive on this process's channel key while nobody else receives
+        on it (the fan-out, in production).
+
+        channels-redis's protocol holds: the receiver that holds the receive
+        lock pops and routes, and one that comes meanwhile waits for the lock
+        or its buffer. Without its two tasks and asyncio.wait per message
+        and its backup cleaner's task: a process of several receives every
+        other process's message this way.
+        """
+        self.receive_count += 1
+        self.receive_lock, self.receive_event_loop = asyncio.Lock(), asyncio.get_running_loop()
+        await self.receive_lock.acquire()  # free: at once
+        name = self.non_local_name(channel)
+        index, key, buffers = self.consistent_hash(name), self.prefix + name, self.receive_buffer
+        try:
+            while channel not in buffers or buffers[channel].empty():
+                content = await self._brpop_with_clean(index, key, timeout=self.brpop_timeout)
+                if content is not None:
+                    self._route(content, channel)
+            message = buffers[channel].get_nowait()
+            if buffers[channel].empty():
+                del buffers[channel]
+            return message
+        except BaseException:
+            if channel in buffers and buffers[channel].empty():
+                del buffers[channel]  # as channels-redis leaves a failed receiver's
+            raise
+        finally:
+            self.receive_lock.release()
+            self.receive_count -= 1
+            if not self.receive_count:
+                self.receive_lock = self.receive_event_loop = None
 
     async def _wait_for_redis(self, channel: str) -> None:
         delay = BACKOFF_FIRST

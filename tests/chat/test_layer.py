@@ -215,3 +215,35 @@ async def test_a_group_send_pushes_nothing_to_the_channel_it_came_from():
         await ours.group_send(group, {**EVENT, ORIGIN: mine})
         assert await _receive(theirs, other_process) == {**EVENT, ORIGIN: mine}
         assert not await ours.connection(0).exists(ours.prefix + ours.non_local_name(mine))
+
+
+async def test_a_message_for_this_process_is_received_without_a_task():
+    """channels-redis starts three tasks per message received (a lock and a
+    queue raced, a backup cleaner); every other process's message comes so."""
+    ours, theirs = _layers()
+    channel = await ours.new_channel()
+    await theirs.send(channel, EVENT)
+    loop = asyncio.get_running_loop()
+    started = []
+    loop.set_task_factory(
+        lambda loop, coro, **kw: started.append(coro) or asyncio.Task(coro, loop=loop, **kw)
+    )
+    try:
+        assert await ours.receive(channel) == EVENT
+    finally:
+        loop.set_task_factory(None)
+    assert started == []
+
+
+async def test_a_second_receiver_of_the_process_waits_for_the_first_to_route_its_message():
+    ours, theirs = _layers()
+    first, second = await ours.new_channel(), await ours.new_channel()
+    receiving_first = asyncio.ensure_future(ours.receive(first))
+    await asyncio.sleep(0.1)  # popping, alone
+    receiving_second = asyncio.ensure_future(ours.receive(second))
+    await asyncio.sleep(0.1)  # waiting for the first's lock or its buffer
+    await theirs.send(second, {**EVENT, "n": 2})
+    await theirs.send(first, {**EVENT, "n": 1})
+    done, _ = await asyncio.wait({receiving_first, receiving_second}, timeout=5)
+    assert len(done) == 2, "a receiver was left waiting"
+    assert (receiving_first.result()["n"], receiving_second.result()["n"]) == (1, 2)
