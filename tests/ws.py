@@ -80,8 +80,8 @@ async def connect(user=None, *, headers=None, origin: bytes | None = b"http://lo
         await communicator.disconnect()
 
 
-async def handshake_accepted(headers: list[tuple[bytes, bytes]]) -> bool:
-    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+async def handshake_accepted(headers: list[tuple[bytes, bytes]], path: str = "/ws/chat/") -> bool:
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect(timeout=TIMEOUT)
     await communicator.disconnect()
     return connected

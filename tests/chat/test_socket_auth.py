@@ -20,6 +20,12 @@ async def test_handshake_without_identity_is_refused():
     assert not await handshake_accepted([(b"origin", b"http://localhost")])
 
 
+async def test_a_socket_at_any_other_path_is_refused_not_an_error(user):
+    headers = [*bearer_headers(user), (b"origin", b"http://localhost")]
+    assert not await handshake_accepted(headers, path="/ws/no-such-socket/")
+    assert not await handshake_accepted(headers, path="/ws/")
+
+
 async def test_handshake_with_invalid_token_is_refused():
     headers = [(b"authorization", b"Bearer not-a-jwt"), (b"origin", b"http://localhost")]
     assert not await handshake_accepted(headers)
