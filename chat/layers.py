@@ -138,12 +138,16 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             popped = self._popped.get(self.prefix + self.non_local_name(channel))
             while popped and (channel not in buffers or buffers[channel].empty()):
                 self._route(popped.popleft(), channel)
-        queue = buffers.get(channel)
+        return self._buffered(channel)
+
+    def _buffered(self, channel: str) -> dict | None:
+        """The next message routed to `channel`'s buffer, if any."""
+        queue = self.receive_buffer.get(channel)
         if queue is None or queue.empty():
             return None
         message = queue.get_nowait()
         if queue.empty():
-            del buffers[channel]
+            del self.receive_buffer[channel]
         return message
 
     def _route(self, content: bytes, channel: str) -> None:
@@ -168,20 +172,13 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self.receive_lock, self.receive_event_loop = asyncio.Lock(), asyncio.get_running_loop()
         await self.receive_lock.acquire()  # free: at once
         name = self.non_local_name(channel)
-        index, key, buffers = self.consistent_hash(name), self.prefix + name, self.receive_buffer
+        index, key = self.consistent_hash(name), self.prefix + name
         try:
-            while channel not in buffers or buffers[channel].empty():
+            while (message := self._buffered(channel)) is None:
                 content = await self._brpop_with_clean(index, key, timeout=self.brpop_timeout)
                 if content is not None:
                     self._route(content, channel)
-            message = buffers[channel].get_nowait()
-            if buffers[channel].empty():
-                del buffers[channel]
             return message
-        except BaseException:
-            if channel in buffers and buffers[channel].empty():
-                del buffers[channel]  # as channels-redis leaves a failed receiver's
-            raise
         finally:
             self.receive_lock.release()
             self.receive_count -= 1
