@@ -1,17 +1,26 @@
 """Calls that come together, served together: one round trip for a burst.
 
 A reconnect storm (every client of a restarted process at once) makes the
-same small call for each socket: read its user, take its seat. Made one by
-one, each is a round trip and its fixed costs (a query built, a command
-packed and parsed), and they queue. A Batch serves every call that came
-while it was busy in its next round, with one call of a function that takes
-them all; a lone call still goes out at once.
+same small call for each socket: read its user, take its seat. A busy room's
+posts do too: take a token, store the message, publish it. Made one by one,
+each is a round trip and its fixed costs (a query built, a command packed and
+parsed, a hop to the database thread and back), and they queue. A Batch
+serves every call that came while it was busy in its next round, with one
+call of a function that takes them all; a lone call still goes out at once.
 """
 
 import asyncio
 import contextvars
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Generic, TypeVar
+
+from channels.db import database_sync_to_async
+from django.db import close_old_connections
+
+from chat.sharedstate import per_loop
 
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
@@ -32,13 +41,18 @@ class Batch(Generic[Key, Value]):
         self.serving: asyncio.Task | None = None
 
     async def get(self, key: Key) -> Value | None:
+        return await self.submit(key)
+
+    def submit(self, key: Key) -> asyncio.Future:
+        """get(key) as a future, so that the caller may do other work until
+        the round (which starts with the loop's next turn) is over."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting.setdefault(key, []).append(future)
         if self.serving is None:
             # Its own context: it serves many calls, not the first one's.
             self.serving = loop.create_task(self._serve(), context=contextvars.Context())
-        return await future
+        return future
 
     async def _serve(self) -> None:
         try:
@@ -58,3 +72,68 @@ class Batch(Generic[Key, Value]):
                             future.set_result(values.get(key))
         finally:
             self.serving = None
+
+
+# --- the database thread, once per turn for the calls of every socket -------------------
+# Every socket's database work runs in the process's one database thread
+# (thread_sensitive), and a hop there and back costs the event loop more than
+# many a query (docs/performance.md): under load, the calls of a turn share one.
+
+
+@dataclass(eq=False, slots=True)  # a call: compared by identity, never merged
+class _Call:
+    kwargs: dict[str, Any]
+    # The caller's, as database_sync_to_async would: what the call logs
+    # carries its socket's connection id (chat.logs).
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+_database_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _in_database_thread(serve: Callable[[list[_Call]], dict], call: _Call) -> Any:
+    batches = per_loop(_database_batches, dict)
+    batch = batches.get(serve)
+    if batch is None:
+        batch = batches[serve] = Batch(database_sync_to_async(serve))
+    return await batch.get(call)
+
+
+def _serve_each(calls: list[_Call]) -> dict[_Call, Any]:
+    """Each call of database_call on its own: what it returned, or what it raised."""
+    outcomes = {}
+    for call in calls:
+        try:
+            outcomes[call] = call.context.run(call.kwargs["func"], **call.kwargs["kwargs"])
+        except Exception as exc:  # noqa: BLE001 - not caught: raised in its own caller
+            outcomes[call] = exc
+            # As between two hops: a connection left broken is replaced.
+            close_old_connections()
+    return outcomes
+
+
+async def database_call(func: Callable[..., Value], /, **kwargs: Any) -> Value:
+    """`database_sync_to_async(func)(**kwargs)`, in one hop to the database
+    thread with the other calls made in the same turn of the event loop.
+    Each runs on its own, in autocommit, in its caller's context."""
+    outcome = await _in_database_thread(_serve_each, _Call({"func": func, "kwargs": kwargs}))
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@cache
+def _serve_many(many: Callable[[list[dict]], list]) -> Callable[[list[_Call]], dict]:
+    def serve(calls: list[_Call]) -> dict[_Call, Any]:
+        return dict(zip(calls, many([call.kwargs for call in calls]), strict=True))
+
+    return serve
+
+
+async def database_call_many(many: Callable[[list[dict]], list[Value]], /, **kwargs: Any) -> Value:
+    """`many([kwargs])[0]`, in the database thread: one call of `many` takes
+    the keyword arguments of every call made in the same turn of the event
+    loop, and returns their results in order (one round trip to the database
+    for all, say). It runs outside its callers' contexts; if it raises, each
+    of them raises it."""
+    return await _in_database_thread(_serve_many(many), _Call(kwargs))

@@ -10,12 +10,12 @@ import uuid
 
 from autobahn.exception import Disconnected
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chat import daphne_frames, events, moderation, observe, protocol, selectors, services
+from chat.batching import database_call, database_call_many
 from chat.exceptions import (
     ChatError,
     FrameTooLarge,
@@ -45,14 +45,10 @@ CLOSE_TOO_MANY_ERRORS = 4008  # as 1008, policy violation
 ECHO_WAIT = 1.0
 
 
-@database_sync_to_async
-def _room_enter(user, slug: str) -> Room:
+def _room_enter(*, user, slug: str) -> Room:
     room = selectors.room_get(slug=slug)
     services.room_join(user=user, room=room)
     return room
-
-
-_room_page = database_sync_to_async(selectors.message_page)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -78,8 +74,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Channels >= 4.2 hops to a thread for aclose_old_connections() before
         # every handler, including each room event to each member: on a busy
         # room that hop is most of the CPU. Every database call here goes
-        # through database_sync_to_async, which closes stale connections in its
-        # own thread, so the extra hop buys nothing.
+        # through database_call (chat.batching), database_sync_to_async
+        # underneath, which closes stale connections in its own thread, so the
+        # extra hop buys nothing.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -197,18 +194,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         room = self.rooms.get(command.room)
         if room is not None:
             # Already in: a join again is a request for more catch-up.
-            page = await _room_page(room=room, since=command.since)
+            page = await database_call(selectors.message_page, room=room, since=command.since)
             online = await self.presence.online(room.id)
         else:
             if len(self.rooms) >= settings.MAX_ROOMS_PER_SOCKET:
                 raise TooManyRooms(f"At most {settings.MAX_ROOMS_PER_SOCKET} rooms per connection.")
-            room = await _room_enter(self.user, command.room)
+            room = await database_call(_room_enter, user=self.user, slug=command.room)
             # Subscribed before reading history, so that nothing posted in
             # between is missed (the client drops what it sees twice, by id).
             await self.fanout.join(events.room_group(room.id), self)
             self.rooms[room.slug] = room
             observe.room_joined()
-            page = await _room_page(room=room, since=command.since)
+            page = await database_call(selectors.message_page, room=room, since=command.since)
             joined = await self.presence.add(room.id, self.username, self.socket_id)
             online = joined.online
             if joined.first:
@@ -231,13 +228,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise RateLimited(
                 f"Too many messages: retry in {retry_after} s.", retry_after=retry_after
             )
-        message, _ = await database_sync_to_async(services.message_post)(
-            user=self.user,
-            room=room,
-            body=command.body,
-            client_id=command.client_id,
-            broadcast=False,
-        )
+        post = {
+            "user": self.user,
+            "room": room,
+            "body": command.body,
+            "client_id": command.client_id,
+        }
+        # Stored with the other posts of this turn of the loop, in one round trip.
+        message = await database_call_many(services.message_insert_many, **post)
+        if message is None:  # message_post decides, and says why not (or finds a resend)
+            message, _ = await database_call(services.message_post, **post, broadcast=False)
         frame = protocol.message_frame(message)
         # Out to the room, the sender's socket included (also for a resent
         # client_id: its first broadcast may have died with another process).
@@ -259,8 +259,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def delete(self, command: protocol.Delete) -> None:
         room = self._joined(command.room)
-        await database_sync_to_async(moderation.message_delete)(
-            user=self.user, room=room, message_id=command.id
+        await database_call(
+            moderation.message_delete, user=self.user, room=room, message_id=command.id
         )
 
     commands = {
@@ -323,7 +323,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for slug, room in list(self.rooms.items()):
             stream = self._stream(slug)
             while True:
-                page = await _room_page(room=room, since=stream.since)
+                page = await database_call(selectors.message_page, room=room, since=stream.since)
                 frames = [protocol.message_frame(message) for message in page.messages]
                 for frame in frames:
                     await self.send_frame(frame)

@@ -5,12 +5,14 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat import services
-from chat.exceptions import BodyTooLong, ChatError, EmptyBody, Forbidden
+from chat.exceptions import BodyTooLong, ChatError, EmptyBody, Forbidden, Muted
 from chat.models import Membership, Message
+from tests.conftest import need_postgres
 from tests.factories import make_member, make_room
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +142,87 @@ def test_the_one_statement_post_allows_exactly_whom_the_rules_allow(case, user, 
     stored = services._message_insert(user=user, room=room, body="hello", client_id=None)
     assert (stored is not None) == allowed
     assert Message.objects.filter(room=room).count() == int(allowed)
+
+
+# --- several posts at once (the socket's posts of a turn of the event loop) -------------
+# In autocommit (transaction=True), as the socket posts: inside a transaction
+# they are posted one by one.
+
+
+def _posts(*pairs) -> list[dict]:
+    return [
+        {"user": user, "room": room, "body": f"message {i}", "client_id": f"c-{i}"}
+        for i, (user, room) in enumerate(pairs)
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_posts_together_are_one_statement_numbered_in_order(user, other_user, room):
+    need_postgres()
+    other_room = make_room("other")
+    for member, target in [(user, room), (other_user, room), (user, other_room)]:
+        make_member(member, target)
+    posts = _posts((user, room), (other_user, room), (user, other_room), (user, room))
+    with CaptureQueriesContext(connection) as queries:
+        stored = services.message_insert_many(posts)
+    assert len(queries) == 1, [q["sql"] for q in queries]
+    assert [(m.room_id, m.seq) for m in stored] == [
+        (room.id, 1),
+        (room.id, 2),
+        (other_room.id, 1),
+        (room.id, 3),
+    ]
+    rows = Message.objects.order_by("id").values_list("id", "body", "client_id", "user_id")
+    assert list(rows) == [(m.id, m.body, m.client_id, m.user_id) for m in stored]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_post_refused_among_several_is_left_to_message_post(user, other_user, room):
+    make_member(user, room)
+    make_member(other_user, room)
+    _as_member(muted_until=timezone.now() + timedelta(hours=1))(other_user, room)
+    posts = _posts((user, room), (other_user, room), (user, room))
+    posts.append({"user": user, "room": room, "body": " ", "client_id": None})
+    stored = services.message_insert_many(posts)
+    assert [m.seq if m else None for m in stored] == [1, None, 2, None]
+    assert Message.objects.count() == 2
+    # message_post says why.
+    with pytest.raises(Muted):
+        services.message_post(**posts[1], broadcast=False)
+    with pytest.raises(EmptyBody):
+        services.message_post(**posts[3], broadcast=False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resent_post_among_several_is_not_stored_twice(user, other_user, room):
+    make_member(user, room)
+    make_member(other_user, room)
+    (first,) = services.message_insert_many(_posts((user, room)))
+    posts = _posts((user, room), (other_user, room))
+    stored = services.message_insert_many(posts)
+    if connection.vendor == "postgresql":
+        assert stored == [None, None]  # one transaction: the resend failed it whole
+    else:
+        assert stored[0] is None
+    again, created = services.message_post(**posts[0], broadcast=False)
+    assert (again.id, created) == (first.id, False)
+    assert Message.objects.filter(client_id="c-0").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("case", POSTING_CASES)
+def test_posts_together_allow_exactly_whom_the_rules_allow(case, user, other_user, room):
+    """The statements sent together check the rules as the one statement does."""
+    make_member(user, room)
+    make_member(other_user, room)
+    for change in POSTING_CASES[case]:
+        change(user, room)
+    user.refresh_from_db()
+    room.refresh_from_db()
+    alone = [
+        services._message_insert(user=poster, room=room, body="alone", client_id=None)
+        for poster in (other_user, user)
+    ]
+    Message.objects.all().delete()
+    stored = services.message_insert_many(_posts((other_user, room), (user, room)))
+    assert [m is not None for m in stored] == [m is not None for m in alone]
