@@ -27,7 +27,9 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from chat import fanout, protocol
+from chat.batching import Batch
 from chat.layers import ORIGIN
+from chat.sharedstate import per_loop
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ USER_DISCONNECT = "user.disconnect"
 USER_EVENTS = frozenset({USER_REMOVED, USER_DISCONNECT})
 USERS_GROUP = "users"
 LAYER_ERRORS = (RedisError, OSError, ChannelFull)
+
+
+# Tasks of _resend and presence flushes, held so that they are not collected
+# while they wait.
+_background: set[asyncio.Task] = set()
 
 
 def room_group(room_id: int) -> str:
@@ -53,6 +60,54 @@ async def _group_send(group: str, event: dict) -> bool:
     return True
 
 
+@dataclass(eq=False, slots=True)  # a publish: compared by identity, never merged
+class _Publish:
+    group: str
+    event: dict
+
+
+async def _publish_many(publishes: list[_Publish]) -> dict[_Publish, bool]:
+    """Room events to the layer, in one call where it takes many (chat.layers)."""
+    layer = get_channel_layer()
+    send_many = getattr(layer, "group_send_many", None)
+    if send_many is None:
+        return {publish: await _group_send(publish.group, publish.event) for publish in publishes}
+    try:
+        await send_many([(publish.group, publish.event) for publish in publishes])
+    except LAYER_ERRORS:
+        logger.exception("broadcast of %d room events failed", len(publishes))
+        return dict.fromkeys(publishes, False)
+    return dict.fromkeys(publishes, True)
+
+
+_publishes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _publish(group: str, event: dict) -> asyncio.Future:
+    """Send `event` to the layer's `group` with the other room events of this
+    turn of the event loop: one Redis round trip for a burst of posts. The
+    future says whether the layer took it."""
+    return per_loop(_publishes, lambda: Batch(_publish_many)).submit(_Publish(group, event))
+
+
+def _room_event(room_id: int, frame: dict, exclude: str | None) -> dict:
+    event = {"type": ROOM_EVENT, "room_id": room_id, "text": protocol.encode(frame)}
+    if exclude is not None:
+        event["exclude"] = exclude
+    if frame["type"] == "message":
+        # Sockets track what the layer brought them, per room (chat.resume).
+        event["room"], event["id"], event["seq"] = frame["room"], frame["id"], frame["seq"]
+        event["t"] = time.time()  # wall clock: the receiving process may be another
+    elif frame["type"] == "presence":
+        # The users named are not told about themselves (presence_without).
+        event["room"], event["online"], event["offline"] = (
+            frame["room"],
+            frame["online"],
+            frame["offline"],
+        )
+    return event
+
+
 async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:
     """Send `frame` to every socket in the room, except the socket `exclude`.
 
@@ -61,42 +116,39 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
     A message the layer refused is sent again in the background until it
     takes it (see _resend).
     """
-    event = {"type": ROOM_EVENT, "room_id": room_id, "text": protocol.encode(frame)}
-    if exclude is not None:
-        event["exclude"] = exclude
+    room_events = [_room_event(room_id, frame, exclude)]
     if frame["type"] == "message":
-        # Sockets track what the layer brought them, per room (chat.resume).
-        event["room"], event["id"], event["seq"] = frame["room"], frame["id"], frame["seq"]
-        event["t"] = time.time()  # wall clock: the receiving process may be another
         # "bob joined" before "bob: hi", when both come from this process.
-        await apresence_flush(room_id)
-    elif frame["type"] == "presence":
-        # The users named are not told about themselves (presence_without).
-        event["room"], event["online"], event["offline"] = (
-            frame["room"],
-            frame["online"],
-            frame["offline"],
-        )
+        joins = _presence_due_now(room_id)
+        if joins is not None:
+            room_events.insert(0, joins)
+    return (await _broadcast(room_id, room_events))[-1]
+
+
+async def _broadcast(room_id: int, room_events: list[dict]) -> list[bool]:
+    """Room events out, in order: whether the layer took each."""
     here = fanout.running_fanout()
-    if here is not None:
-        event[ORIGIN] = here.channel  # the layer leaves this process out
     group = room_group(room_id)
-    # Published first: the other processes' sockets do not wait for ours.
-    published = await _group_send(group, event)
+    published = []
+    for event in room_events:
+        if here is not None:
+            event[ORIGIN] = here.channel  # the layer leaves this process out
+        # Submitted first (they go out at the end of this turn): the other
+        # processes' sockets do not wait for ours.
+        published.append(_publish(group, event))
     if here is not None:
-        await here.deliver_here(event)
-    if published:
-        return True
-    if frame["type"] == "message":
-        task = asyncio.get_running_loop().create_task(_resend(group, event))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-    return False
+        # Before any wait: the posts that a turn of the database thread stored
+        # reach this process's sockets in the order they were numbered.
+        await here.deliver_here(*room_events)
+    taken = [await publish for publish in published]
+    for event, ok in zip(room_events, taken, strict=True):
+        if not ok and "seq" in event:
+            task = asyncio.get_running_loop().create_task(_resend(group, event))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+    return taken
 
 
-# Tasks of _resend and presence flushes, held so that they are not collected
-# while they wait.
-_background: set[asyncio.Task] = set()
 RESEND_FIRST, RESEND_MAX, RESEND_FOR = 0.05, 1.0, 300.0
 
 
@@ -164,17 +216,24 @@ def _presence_due(room_id: int) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def apresence_flush(room_id: int) -> None:
-    """Send the room's pending joins and leaves now, if it has any."""
+def _presence_due_now(room_id: int) -> dict | None:
+    """The room's pending joins and leaves as one event, taken; None if none."""
     batch = _presence_batches.get(asyncio.get_running_loop(), {}).pop(room_id, None)
     if batch is None:
-        return
+        return None
     frame = protocol.presence_frame(
         room=batch.slug,
         online=sorted(user for user, online in batch.users.items() if online),
         offline=sorted(user for user, online in batch.users.items() if not online),
     )
-    await aroom_broadcast(room_id, frame)
+    return _room_event(room_id, frame, None)
+
+
+async def apresence_flush(room_id: int) -> None:
+    """Send the room's pending joins and leaves now, if it has any."""
+    event = _presence_due_now(room_id)
+    if event is not None:
+        await _broadcast(room_id, [event])
 
 
 def presence_without(event: dict, user: str) -> dict | None:

@@ -245,33 +245,35 @@ class Fanout:
             await self.layer.send(self.channel, {"type": "fanout.closed"})
         await asyncio.wait({self.task}, timeout=timeout)
 
-    async def deliver_here(self, event: dict) -> None:
-        """A room event from this process, to this process's sockets in the room.
+    async def deliver_here(self, *room_events: dict) -> None:
+        """Room events from this process, to this process's sockets in the room,
+        in this order.
 
-        The caller's event names this fan-out's channel as its ORIGIN, so
-        that the layer does not bring it back. Runs in the caller's task: a
+        The caller's events name this fan-out's channel as their ORIGIN, so
+        that the layer does not bring them back. Runs in the caller's task: a
         socket that fails must not fail the post that sent the event.
         """
         try:
-            await self._deliver(event)
+            await self._deliver(*room_events)
         except Exception:
-            logger.exception("fan-out failed on a local %s event", event.get("type"))
+            logger.exception("fan-out failed on a local %s event", room_events[0].get("type"))
 
-    async def _deliver(self, event: dict) -> None:
-        group = events.room_group(event["room_id"])
+    async def _deliver(self, *room_events: dict) -> None:
         async with self.sending:
-            if "seq" not in event:  # presence, typing: no order to keep
-                await self._send(group, event)
-                return
-            sequencer = self.sequencers.get(group)
-            if sequencer is None:
-                sequencer = self.sequencers[group] = Sequencer()
-            for ready in sequencer.push(event):
-                await self._send(group, ready)
-            if sequencer.held and sequencer.timer is None:
-                sequencer.timer = asyncio.get_running_loop().call_later(
-                    HOLD_SECONDS, self._release_later, group, sequencer
-                )
+            for event in room_events:
+                group = events.room_group(event["room_id"])
+                if "seq" not in event:  # presence, typing: no order to keep
+                    await self._send(group, event)
+                    continue
+                sequencer = self.sequencers.get(group)
+                if sequencer is None:
+                    sequencer = self.sequencers[group] = Sequencer()
+                for ready in sequencer.push(event):
+                    await self._send(group, ready)
+                if sequencer.held and sequencer.timer is None:
+                    sequencer.timer = asyncio.get_running_loop().call_later(
+                        HOLD_SECONDS, self._release_later, group, sequencer
+                    )
 
     def _release_later(self, group: str, sequencer: Sequencer) -> None:
         sequencer.timer = None

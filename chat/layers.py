@@ -16,6 +16,8 @@ processes of either kind can share a Redis:
   push script's whole text sent each time. It pushes nothing to the channel
   a message names as its ORIGIN: that process has delivered it to its own
   sockets already (chat.fanout), and would only pop it again.
+  `group_send_many` sends several messages, to one group each, in one call
+  of that script (chat.events: the room events of a turn of the event loop).
 - A receive on a process's own channel (the fan-out's) waits for a message
   and pops what has piled up in one round trip (BZMPOP, Redis 7; two round
   trips before that), and hands them out one by one; channels-redis makes
@@ -51,36 +53,42 @@ RECEIVE_BATCH = 100
 # A message's key naming the channel it is not pushed to (see group_send).
 ORIGIN = "origin"
 
-# KEYS[1]: the group. ARGV: now, group expiry, message expiry, capacity, the
-# channel key prefix, then the message as channels-redis stores it but for its
-# `__asgi_channel__` value, in two parts: the random prefix, map header and
-# key; then the other entries. The script puts the value between them: the
-# member channels that share a channel key (one key per process), a list that
-# cmsgpack packs as msgpack does. Last, a member channel to leave out ('' for
-# none).
+# KEYS: the groups, one per message. ARGV: now, group expiry, message expiry,
+# capacity, the channel key prefix; then for each message, three values: the
+# message as channels-redis stores it but for its `__asgi_channel__` value, in
+# two parts (the random prefix, map header and key; then the other entries),
+# and a member channel to leave out ('' for none). The script puts the value
+# between the two parts: the member channels that share a channel key (one
+# key per process), a list that cmsgpack packs as msgpack does.
 GROUP_SEND_SCRIPT = """
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, math.floor(now) - tonumber(ARGV[2]))
-local keys, channels = {}, {}
-for _, channel in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if channel ~= ARGV[8] then
-    local bang = string.find(channel, '!', 1, true)
-    local key = ARGV[5] .. (bang and string.sub(channel, 1, bang) or channel)
-    if channels[key] == nil then
-      channels[key] = {}
-      keys[#keys + 1] = key
+local group_expiry, expiry, capacity = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local over = 0
+for g, group in ipairs(KEYS) do
+  local head, tail, origin = ARGV[3 + 3 * g], ARGV[4 + 3 * g], ARGV[5 + 3 * g]
+  redis.call('ZREMRANGEBYSCORE', group, 0, math.floor(now) - group_expiry)
+  local keys, channels = {}, {}
+  for _, channel in ipairs(redis.call('ZRANGE', group, 0, -1)) do
+    if channel ~= origin then
+      local bang = string.find(channel, '!', 1, true)
+      local key = ARGV[5] .. (bang and string.sub(channel, 1, bang) or channel)
+      if channels[key] == nil then
+        channels[key] = {}
+        keys[#keys + 1] = key
+      end
+      table.insert(channels[key], channel)
     end
-    table.insert(channels[key], channel)
   end
-end
-local expiry, capacity, over = tonumber(ARGV[3]), tonumber(ARGV[4]), 0
-for _, key in ipairs(keys) do
-  redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
-  if redis.call('ZCARD', key) < capacity then
-    redis.call('ZADD', key, now, ARGV[6] .. cmsgpack.pack(channels[key]) .. ARGV[7])
-    redis.call('EXPIRE', key, expiry)
-  else
-    over = over + 1
+  for _, key in ipairs(keys) do
+    redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
+    if redis.call('ZCARD', key) < capacity then
+      -- A channel's messages are popped in score order: a microsecond
+      -- apart, a call's messages keep theirs (equal scores go by the bytes).
+      redis.call('ZADD', key, now + g / 1000000, head .. cmsgpack.pack(channels[key]) .. tail)
+      redis.call('EXPIRE', key, expiry)
+    else
+      over = over + 1
+    end
   end
 end
 return over
@@ -208,24 +216,29 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
     # --- fewer round trips ----------------------------------------------------------------
 
     async def group_send(self, group: str, message: dict) -> None:
+        await self.group_send_many([(group, message)])
+
+    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
+        """group_send for each (group, message), in one round trip."""
         if not self._one_script:
-            return await super().group_send(group, message)
-        assert self.require_valid_group_name(group), "Group name not valid"
-        head, tail = _split_at_channel(message)
-        # What keeps equal messages apart in the channel's sorted set.
+            for group, message in messages:
+                await super().group_send(group, message)
+            return
+        args = [time.time(), self.group_expiry, self.expiry, self.capacity, self.prefix]
         length = self._serializer.random_prefix_length
-        prefix = random.getrandbits(8 * length).to_bytes(length, "big")
-        connection = self.connection(self.consistent_hash(group))
+        for group, message in messages:
+            assert self.require_valid_group_name(group), "Group name not valid"
+            head, tail = _split_at_channel(message)
+            # What keeps equal messages apart in the channel's sorted set.
+            prefix = random.getrandbits(8 * length).to_bytes(length, "big")
+            args += [prefix + head, tail, message.get(ORIGIN) or ""]
+        # One Redis (_one_script): any group's connection serves them all.
+        connection = self.connection(self.consistent_hash(messages[0][0]))
         over = await client_script(connection, GROUP_SEND_SCRIPT)(
-            keys=[self._group_key(group)],
-            args=[
-                *(time.time(), self.group_expiry, self.expiry, self.capacity, self.prefix),
-                *(prefix + head, tail),
-                message.get(ORIGIN) or "",
-            ],
+            keys=[self._group_key(group) for group, _ in messages], args=args
         )
         if over:
-            logger.info("%s channels over capacity in group %s", over, group)
+            logger.info("%s channels over capacity in groups %s", over, [g for g, _ in messages])
 
     async def _brpop_with_clean(self, index: int, channel: str, timeout: float):
         if not channel.endswith("!"):

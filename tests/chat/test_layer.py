@@ -247,3 +247,27 @@ async def test_a_second_receiver_of_the_process_waits_for_the_first_to_route_its
     done, _ = await asyncio.wait({receiving_first, receiving_second}, timeout=5)
     assert len(done) == 2, "a receiver was left waiting"
     assert (receiving_first.result()["n"], receiving_second.result()["n"]) == (1, 2)
+
+
+async def test_several_group_sends_in_one_call_reach_each_group_and_skip_each_origin():
+    """A turn's room events go out in one script call (chat.events), each to
+    its own group, each leaving out the process it came from."""
+    ours, theirs = _layers()
+    mine, other_process = await ours.new_channel(), await theirs.new_channel()
+    redis = ours.connection(0)
+    async with (
+        _in_group("layer-test-many-a", (ours, mine), (theirs, other_process)),
+        _in_group("layer-test-many-b", (theirs, other_process)),
+    ):
+        await ours.group_send_many(
+            [
+                ("layer-test-many-a", {**EVENT, "n": 0, ORIGIN: mine}),
+                ("layer-test-many-b", {**EVENT, "n": 1}),
+                ("layer-test-many-a", {**EVENT, "n": 2}),
+            ]
+        )
+        received = [(await _receive(theirs, other_process))["n"] for _ in range(3)]
+        assert received == [0, 1, 2]
+        # Only the message not from `mine` was pushed to it.
+        assert (await _receive(ours, mine))["n"] == 2
+        assert not await redis.exists(ours.prefix + ours.non_local_name(mine))

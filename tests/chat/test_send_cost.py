@@ -1,6 +1,8 @@
 """What one message costs: one database statement, and one channel-layer publish
 per room whatever the room's size (chat.fanout)."""
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
@@ -11,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from chat import events, services
 from tests.conftest import need_redis
 from tests.factories import make_member, make_user
+from tests.spies import record_calls
 from tests.ws import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,15 +32,7 @@ async def test_a_message_to_a_room_of_five_is_one_publish_to_one_channel(
     user, room, settings, monkeypatch
 ):
     need_redis()
-    layer = get_channel_layer()
-    published = []
-    group_send = layer.group_send
-
-    async def counting_group_send(group, message):
-        published.append(group)
-        await group_send(group, message)
-
-    monkeypatch.setattr(layer, "group_send", counting_group_send)
+    published = record_calls(monkeypatch, get_channel_layer(), "group_send_many")
     others = [await database_sync_to_async(make_user)(f"member{i}") for i in range(4)]
     async with (
         connect(user) as sender,
@@ -60,4 +55,65 @@ async def test_a_message_to_a_room_of_five_is_one_publish_to_one_channel(
         assert (await sender.receive_until("message"))["client_id"] == "c-1"
         for member in (a, b, c, d):
             assert (await member.receive_until("message"))["body"] == "to everyone"
-        assert published == [events.room_group(room.id)]
+        # One call, of one message to one group.
+        assert [[group for group, _ in call] for call in published] == [
+            [events.room_group(room.id)]
+        ]
+
+
+@pytest.mark.asyncio
+async def test_posts_of_one_turn_are_stored_in_one_call_and_published_in_one(
+    user, other_user, room, monkeypatch
+):
+    """Under load, a turn of the event loop brings many sockets' posts: they
+    share one hop to the database thread and one round trip to PostgreSQL
+    (services.message_insert_many), and one publish call (chat.events)."""
+    need_redis()
+    published = record_calls(monkeypatch, get_channel_layer(), "group_send_many")
+    stored = []
+    insert_many = services.message_insert_many
+
+    def recording_insert_many(posts):
+        stored.append([post["body"] for post in posts])
+        return insert_many(posts)
+
+    monkeypatch.setattr(services, "message_insert_many", recording_insert_many)
+    third = await database_sync_to_async(make_user)("carol")
+    async with connect(user) as a, connect(other_user) as b, connect(third) as c:
+        for client in (a, b, c):
+            await client.join(room.slug)
+        await events.apresence_flush(room.id)
+        published.clear()
+        await asyncio.gather(
+            *(client.post(room.slug, f"from {i}") for i, client in enumerate((a, b, c)))
+        )
+        for client in (a, b, c):
+            bodies = [(await client.receive_until("message"))["body"] for _ in range(3)]
+            assert sorted(bodies) == ["from 0", "from 1", "from 2"]
+    assert stored == [["from 0", "from 1", "from 2"]]
+    assert [[event["seq"] for _, event in call] for call in published] == [[1, 2, 3]]
+
+
+@pytest.mark.asyncio
+async def test_this_processs_sockets_do_not_wait_for_the_layer(
+    channel_backend, user, other_user, room, monkeypatch
+):
+    """The layer takes a message to the other processes; this one's sockets
+    have it at once, however slow the publish."""
+    layer = get_channel_layer()
+    name = "group_send_many" if hasattr(layer, "group_send_many") else "group_send"
+    publish = getattr(layer, name)
+
+    async def slow_publish(*args):
+        await asyncio.sleep(2)
+        await publish(*args)
+
+    async with connect(user) as sender, connect(other_user) as reader:
+        await sender.join(room.slug)
+        await reader.join(room.slug)
+        await events.apresence_flush(room.id)
+        monkeypatch.setattr(layer, name, slow_publish)
+        started = asyncio.get_running_loop().time()
+        await sender.post(room.slug, "no waiting", "c-1")
+        assert (await reader.receive_until("message"))["body"] == "no waiting"
+        assert asyncio.get_running_loop().time() - started < 1
