@@ -9,12 +9,14 @@ budget, not one per process. Without Redis there is one process: a dict.
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.sharedstate import client_script, loop_client, shared_store
+from chat.batching import Batch
+from chat.sharedstate import client_script, loop_client, per_loop, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -65,48 +67,68 @@ class LocalBuckets:
         return Verdict(True, 0.0)
 
 
-# KEYS[1] bucket; ARGV: rate, burst, ttl (s). Returns {allowed, retry_after_ms}.
-# The time is Redis's own, so processes on several machines agree on it.
+# KEYS: buckets, one per take (a bucket twice takes twice). ARGV: rate, burst,
+# ttl (s). Returns {allowed, retry_after_ms} for each key, flat. The time is
+# Redis's own, so processes on several machines agree on it.
 TAKE_SCRIPT = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
-local tokens = tonumber(state[1]) or burst
-local stamp = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+local verdicts = {}
+for _, key in ipairs(KEYS) do
+  local state = redis.call('HMGET', key, 'tokens', 'stamp')
+  local tokens = tonumber(state[1]) or burst
+  local stamp = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
+  local allowed = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  end
+  redis.call('HSET', key, 'tokens', tokens, 'stamp', now)
+  redis.call('EXPIRE', key, ARGV[3])
+  verdicts[#verdicts + 1] = allowed
+  verdicts[#verdicts + 1] = allowed == 1 and 0 or math.ceil((1 - tokens) / rate * 1000)
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'stamp', now)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if allowed == 1 then return {1, 0} end
-return {0, math.ceil((1 - tokens) / rate * 1000)}
+return verdicts
 """
 
 
+@dataclass(eq=False, slots=True)  # a take: compared by identity, never merged
+class _Take:
+    user_id: int
+
+
 class RedisBuckets:
+    """The buckets in Redis. The takes of a turn of the event loop (a burst
+    of posts from many sockets) go in one script call."""
+
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-
-    def _script(self):
-        return client_script(loop_client(self.url), TAKE_SCRIPT)
+        self._takes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
 
     async def take(self, user_id: int) -> Verdict:
-        rate, burst = settings.SEND_RATE, settings.SEND_BURST
-        ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
+        takes = per_loop(self._takes, lambda: Batch(self._take_many))
         try:
-            allowed, retry_ms = await self._script()(
-                keys=[f"{self.prefix}:sendrate:{user_id}"], args=[rate, burst, ttl]
-            )
+            return await takes.get(_Take(user_id))
         except RedisError:
             # Open, not shut: with Redis down, messages must still be stored.
             logger.warning("send rate limit unavailable; allowing", exc_info=True)
             return Verdict(True, 0.0)
-        return Verdict(bool(allowed), retry_ms / 1000)
+
+    async def _take_many(self, takes: list[_Take]) -> dict[_Take, Verdict]:
+        rate, burst = settings.SEND_RATE, settings.SEND_BURST
+        ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
+        script = client_script(loop_client(self.url), TAKE_SCRIPT)
+        verdicts = await script(
+            keys=[f"{self.prefix}:sendrate:{take.user_id}" for take in takes],
+            args=[rate, burst, ttl],
+        )
+        return {
+            take: Verdict(bool(verdicts[2 * i]), verdicts[2 * i + 1] / 1000)
+            for i, take in enumerate(takes)
+        }
 
 
 def get_send_buckets() -> LocalBuckets | RedisBuckets:

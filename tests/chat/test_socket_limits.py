@@ -1,5 +1,7 @@
 """The socket's limits: send rate, frame size, rooms per connection, sockets per account."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -137,3 +139,30 @@ async def test_a_socket_that_keeps_sending_refused_frames_is_closed(
         # Everyone else carries on.
         await bob.post(room.slug, "still here", "b-1")
         assert (await bob.receive_until("message"))["body"] == "still here"
+
+
+async def test_a_users_two_sends_in_one_turn_each_take_a_token(
+    channel_backend, settings, user, room
+):
+    """The sends of a turn of the event loop take their tokens in one call
+    (chat.ratelimit); one user's two sockets still take two."""
+    settings.SEND_RATE = 0.01  # nothing earned back during the test
+    settings.SEND_BURST = 1.0
+    reset_shared_stores()
+    async with connect(user) as tab1, connect(user) as tab2:
+        for tab in (tab1, tab2):
+            await tab.join(room.slug)
+        await asyncio.gather(tab1.post(room.slug, "one", "c-1"), tab2.post(room.slug, "two", "c-2"))
+        heard = [await _frames_until_quiet(tab) for tab in (tab1, tab2)]
+    assert await database_sync_to_async(Message.objects.count)() == 1
+    # Both tabs hear the one stored; one of them is told the other was refused.
+    assert [[f["type"] for f in frames].count("message") for frames in heard] == [1, 1]
+    errors = [f for frames in heard for f in frames if f["type"] == "error"]
+    assert [error["code"] for error in errors] == ["rate_limited"]
+
+
+async def _frames_until_quiet(client) -> list[dict]:
+    frames = []
+    while not await client.communicator.receive_nothing(timeout=0.3):
+        frames.append(await client.receive())
+    return frames
