@@ -14,7 +14,6 @@ import contextvars
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, Generic, TypeVar
 
 from channels.db import database_sync_to_async
@@ -120,20 +119,3 @@ async def database_call(func: Callable[..., Value], /, **kwargs: Any) -> Value:
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
-
-
-@cache
-def _serve_many(many: Callable[[list[dict]], list]) -> Callable[[list[_Call]], dict]:
-    def serve(calls: list[_Call]) -> dict[_Call, Any]:
-        return dict(zip(calls, many([call.kwargs for call in calls]), strict=True))
-
-    return serve
-
-
-async def database_call_many(many: Callable[[list[dict]], list[Value]], /, **kwargs: Any) -> Value:
-    """`many([kwargs])[0]`, in the database thread: one call of `many` takes
-    the keyword arguments of every call made in the same turn of the event
-    loop, and returns their results in order (one round trip to the database
-    for all, say). It runs outside its callers' contexts; if it raises, each
-    of them raises it."""
-    return await _in_database_thread(_serve_many(many), _Call(kwargs))

@@ -14,13 +14,21 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import daphne_frames, events, moderation, observe, protocol, selectors, services
-from chat.batching import database_call, database_call_many
+from chat import (
+    daphne_frames,
+    events,
+    moderation,
+    observe,
+    posting,
+    protocol,
+    selectors,
+    services,
+)
+from chat.batching import database_call
 from chat.exceptions import (
     ChatError,
     FrameTooLarge,
     NotJoined,
-    RateLimited,
     TooManyErrors,
     TooManyRooms,
     TooManySockets,
@@ -29,7 +37,7 @@ from chat.fanout import get_fanout
 from chat.heartbeat import get_heartbeat
 from chat.models import Room
 from chat.presence import get_presence
-from chat.ratelimit import TokenBucket, get_send_buckets
+from chat.ratelimit import TokenBucket
 from chat.resume import Stream
 from chat.socketlimit import get_seats
 
@@ -120,7 +128,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.unechoed: dict[int, asyncio.TimerHandle] = {}
         self.acknowledging: set[asyncio.Task] = set()  # held until done
         self.presence = get_presence()
-        self.send_buckets = get_send_buckets()
         self.fanout = get_fanout()
         self.error_budget = TokenBucket(settings.SOCKET_ERROR_RATE, settings.SOCKET_ERROR_BURST)
         # Moderation reaches all of a user's sockets, in every process, here.
@@ -222,22 +229,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def post_message(self, command: protocol.PostMessage) -> None:
         room = self._joined(command.room)
-        verdict = await self.send_buckets.take(self.user.pk)
-        if not verdict.allowed:
-            retry_after = round(verdict.retry_after, 3)
-            raise RateLimited(
-                f"Too many messages: retry in {retry_after} s.", retry_after=retry_after
-            )
-        post = {
-            "user": self.user,
-            "room": room,
-            "body": command.body,
-            "client_id": command.client_id,
-        }
-        # Stored with the other posts of this turn of the loop, in one round trip.
-        message = await database_call_many(services.message_insert_many, **post)
-        if message is None:  # message_post decides, and says why not (or finds a resend)
-            message, _ = await database_call(services.message_post, **post, broadcast=False)
+        message = await posting.post_message(
+            user=self.user, room=room, body=command.body, client_id=command.client_id
+        )
         frame = protocol.message_frame(message)
         # Out to the room, the sender's socket included (also for a resent
         # client_id: its first broadcast may have died with another process).

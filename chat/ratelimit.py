@@ -9,14 +9,12 @@ budget, not one per process. Without Redis there is one process: a dict.
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.batching import Batch
-from chat.sharedstate import client_script, loop_client, per_loop, shared_store
+from chat.sharedstate import client_script, loop_client, shared_store
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +54,11 @@ class LocalBuckets:
     def __init__(self) -> None:
         self.buckets: dict[int, tuple[float, float]] = {}
 
-    async def take(self, user_id: int) -> Verdict:
+    async def take_many(self, user_ids: list[int]) -> list[Verdict]:
+        """A token from each user's bucket, in order (a user twice takes two)."""
+        return [self._take(user_id) for user_id in user_ids]
+
+    def _take(self, user_id: int) -> Verdict:
         rate, burst, now = settings.SEND_RATE, settings.SEND_BURST, time.monotonic()
         tokens, stamp = self.buckets.get(user_id, (burst, now))
         tokens = _refill(tokens, stamp, now, rate, burst)
@@ -94,41 +96,29 @@ return verdicts
 """
 
 
-@dataclass(eq=False, slots=True)  # a take: compared by identity, never merged
-class _Take:
-    user_id: int
-
-
 class RedisBuckets:
-    """The buckets in Redis. The takes of a turn of the event loop (a burst
-    of posts from many sockets) go in one script call."""
-
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._takes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
 
-    async def take(self, user_id: int) -> Verdict:
-        takes = per_loop(self._takes, lambda: Batch(self._take_many))
-        try:
-            return await takes.get(_Take(user_id))
-        except RedisError:
-            # Open, not shut: with Redis down, messages must still be stored.
-            logger.warning("send rate limit unavailable; allowing", exc_info=True)
-            return Verdict(True, 0.0)
-
-    async def _take_many(self, takes: list[_Take]) -> dict[_Take, Verdict]:
+    async def take_many(self, user_ids: list[int]) -> list[Verdict]:
+        """A token from each user's bucket, in order, in one script call (the
+        posts of a turn of the event loop, chat.posting)."""
         rate, burst = settings.SEND_RATE, settings.SEND_BURST
         ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
         script = client_script(loop_client(self.url), TAKE_SCRIPT)
-        verdicts = await script(
-            keys=[f"{self.prefix}:sendrate:{take.user_id}" for take in takes],
-            args=[rate, burst, ttl],
-        )
-        return {
-            take: Verdict(bool(verdicts[2 * i]), verdicts[2 * i + 1] / 1000)
-            for i, take in enumerate(takes)
-        }
+        try:
+            verdicts = await script(
+                keys=[f"{self.prefix}:sendrate:{user_id}" for user_id in user_ids],
+                args=[rate, burst, ttl],
+            )
+        except RedisError:
+            # Open, not shut: with Redis down, messages must still be stored.
+            logger.warning("send rate limit unavailable; allowing", exc_info=True)
+            return [Verdict(True, 0.0)] * len(user_ids)
+        return [
+            Verdict(bool(verdicts[2 * i]), verdicts[2 * i + 1] / 1000) for i in range(len(user_ids))
+        ]
 
 
 def get_send_buckets() -> LocalBuckets | RedisBuckets:

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from chat.batching import Batch, database_call, database_call_many
+from chat.batching import Batch, database_call
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,41 +90,6 @@ async def test_a_caller_that_gives_up_does_not_stop_the_others():
     serve.release.set()
     assert await stays == 4
     assert gone.cancelled()
-
-
-class Recorder:
-    """A `many` function for database_call_many: records each call and the
-    thread it ran in; doubles `n`, and returns an exception for n < 0."""
-
-    def __init__(self) -> None:
-        self.calls: list[list[dict]] = []
-        self.threads: set[str] = set()
-
-    def __call__(self, calls: list[dict]) -> list:
-        self.calls.append(calls)
-        self.threads.add(threading.current_thread().name)
-        return [ValueError(call["n"]) if call["n"] < 0 else call["n"] * 2 for call in calls]
-
-
-async def test_database_calls_of_one_turn_are_one_call_in_the_database_thread():
-    many = Recorder()
-    results = await asyncio.gather(*(database_call_many(many, n=n) for n in range(5)))
-    assert results == [0, 2, 4, 6, 8]
-    assert many.calls == [[{"n": n} for n in range(5)]]
-    assert threading.current_thread().name not in many.threads
-
-
-async def test_a_database_calls_exception_is_raised_in_its_caller_only():
-    results = await asyncio.gather(
-        database_call_many(many := Recorder(), n=1),
-        database_call_many(many, n=-1),
-        database_call_many(many, n=3),
-        return_exceptions=True,
-    )
-    assert results[0] == 2
-    assert results[2] == 6
-    assert isinstance(results[1], ValueError)
-    assert len(many.calls) == 1
 
 
 async def test_database_call_runs_each_function_with_its_arguments_in_one_hop():
