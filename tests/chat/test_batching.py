@@ -115,3 +115,14 @@ async def test_database_call_runs_each_function_with_its_arguments_in_one_hop():
     assert str(results[1]) == "no such thing"
     assert len(set(threads)) == 1
     assert threads[0] != threading.get_ident()
+
+
+async def test_a_submitted_call_is_served_with_the_turns_others_while_its_caller_goes_on():
+    serve = Doubler()
+    batch = Batch(serve)
+    first = batch.submit(5)
+    assert serve.rounds == []  # the round starts with the loop's next turn
+    second = batch.submit(6)
+    assert await first == 10
+    assert await second == 12
+    assert serve.rounds == [[5, 6]]
