@@ -81,29 +81,19 @@ class Batch(Generic[Key, Value]):
 
 @dataclass(eq=False, slots=True)  # a call: compared by identity, never merged
 class _Call:
+    func: Callable[..., Any]
     kwargs: dict[str, Any]
     # The caller's, as database_sync_to_async would: what the call logs
-    # carries its socket's connection id (chat.logs).
+    # carries its socket's connection id (chatsite.logs).
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
-_database_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-async def _in_database_thread(serve: Callable[[list[_Call]], dict], call: _Call) -> Any:
-    batches = per_loop(_database_batches, dict)
-    batch = batches.get(serve)
-    if batch is None:
-        batch = batches[serve] = Batch(database_sync_to_async(serve))
-    return await batch.get(call)
-
-
 def _serve_each(calls: list[_Call]) -> dict[_Call, Any]:
-    """Each call of database_call on its own: what it returned, or what it raised."""
+    """Each call on its own: what it returned, or what it raised."""
     outcomes = {}
     for call in calls:
         try:
-            outcomes[call] = call.context.run(call.kwargs["func"], **call.kwargs["kwargs"])
+            outcomes[call] = call.context.run(call.func, **call.kwargs)
         except Exception as exc:  # noqa: BLE001 - not caught: raised in its own caller
             outcomes[call] = exc
             # As between two hops: a connection left broken is replaced.
@@ -111,11 +101,15 @@ def _serve_each(calls: list[_Call]) -> dict[_Call, Any]:
     return outcomes
 
 
+_database_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
+
+
 async def database_call(func: Callable[..., Value], /, **kwargs: Any) -> Value:
     """`database_sync_to_async(func)(**kwargs)`, in one hop to the database
     thread with the other calls made in the same turn of the event loop.
     Each runs on its own, in autocommit, in its caller's context."""
-    outcome = await _in_database_thread(_serve_each, _Call({"func": func, "kwargs": kwargs}))
+    batch = per_loop(_database_batches, lambda: Batch(database_sync_to_async(_serve_each)))
+    outcome = await batch.get(_Call(func, kwargs))
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
