@@ -228,6 +228,9 @@ def message_post(
 
 # Tries of the one-statement insert before the post takes the room's lock.
 INSERT_TRIES = 3
+# Statements in one query of message_insert_many at most: a bigger round is
+# several queries (and _insert_many_sql keeps a text per size).
+INSERT_MANY_MAX = 50
 
 
 def _message_insert(
@@ -285,11 +288,13 @@ def message_insert_many(posts: list[dict]) -> list[Message | None]:
         except ChatError:
             continue
         valid.append(index)
-    if connection.in_atomic_block or not valid:
-        pass  # message_post posts each alone, in savepoints
-    elif connection.vendor == "postgresql":
-        stored = _message_insert_together([posts[index] for index in valid])
-        stored = {valid[number]: message for number, message in stored.items()}
+    if connection.in_atomic_block:
+        valid = []  # message_post posts each alone, in savepoints
+    if connection.vendor == "postgresql":
+        for start in range(0, len(valid), INSERT_MANY_MAX):
+            chunk = valid[start : start + INSERT_MANY_MAX]
+            together = _message_insert_together([posts[index] for index in chunk])
+            stored.update((chunk[number], message) for number, message in together.items())
     else:
         for index in valid:
             try:

@@ -226,3 +226,19 @@ def test_posts_together_allow_exactly_whom_the_rules_allow(case, user, other_use
     Message.objects.all().delete()
     stored = services.message_insert_many(_posts((other_user, room), (user, room)))
     assert [m is not None for m in stored] == [m is not None for m in alone]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_round_of_posts_is_a_few_queries_numbered_in_order(
+    user, other_user, room, monkeypatch
+):
+    need_postgres()
+    monkeypatch.setattr(services, "INSERT_MANY_MAX", 2)
+    make_member(user, room)
+    make_member(other_user, room)
+    posts = _posts(*[(user, room), (other_user, room)] * 2, (user, room))
+    with CaptureQueriesContext(connection) as queries:
+        stored = services.message_insert_many(posts)
+    assert len(queries) == 3
+    assert [m.seq for m in stored] == [1, 2, 3, 4, 5]
+    assert [m.body for m in stored] == [post["body"] for post in posts]
