@@ -161,26 +161,17 @@ async def test_this_processs_sockets_hear_its_message_while_the_layer_refuses_it
     layer = get_channel_layer()
     refused = []
     # The Redis layer publishes a turn's room events in one call.
-    if hasattr(layer, "group_send_many"):
-        group_send_many = layer.group_send_many
+    name = "group_send_many" if hasattr(layer, "group_send_many") else "group_send"
+    publish = getattr(layer, name)
 
-        async def refuse_the_message_once(messages):
-            if any("seq" in message for _, message in messages) and not refused:
-                refused.extend(message["id"] for _, message in messages if "seq" in message)
-                raise RedisConnectionError("Redis is away")
-            await group_send_many(messages)
+    async def refuse_the_message_once(*args):
+        messages = args[0] if name == "group_send_many" else [args]
+        if not refused and any("seq" in message for _, message in messages):
+            refused.extend(message["id"] for _, message in messages if "seq" in message)
+            raise RedisConnectionError("Redis is away")
+        await publish(*args)
 
-        monkeypatch.setattr(layer, "group_send_many", refuse_the_message_once)
-    else:
-        group_send = layer.group_send
-
-        async def refuse_the_message_once(group, message):
-            if "seq" in message and not refused:
-                refused.append(message["id"])
-                raise RedisConnectionError("Redis is away")
-            await group_send(group, message)
-
-        monkeypatch.setattr(layer, "group_send", refuse_the_message_once)
+    monkeypatch.setattr(layer, name, refuse_the_message_once)
     async with connect(user) as sender, connect(other_user) as reader:
         await sender.join(room.slug)
         await reader.join(room.slug)
