@@ -4,7 +4,6 @@ The consumer, the REST API and the admin all call these functions, so a rule
 (who may post, how long a message may be, who may add members) is written once.
 """
 
-import re
 from contextlib import nullcontext
 from datetime import UTC
 from functools import cache
@@ -228,9 +227,6 @@ def message_post(
 
 # Tries of the one-statement insert before the post takes the room's lock.
 INSERT_TRIES = 3
-# Statements in one query of message_insert_many at most: a bigger round is
-# several queries (and _insert_many_sql keeps a text per size).
-INSERT_MANY_MAX = 50
 
 
 def _message_insert(
@@ -273,12 +269,10 @@ def message_insert_many(posts: list[dict]) -> list[Message | None]:
     must be called to decide (the sender may not post now, a resent
     client_id, a body to refuse, a number taken by another process meanwhile).
 
-    For the socket's posts of a turn of the event loop. On PostgreSQL in
-    autocommit, one round trip: their statements of _message_insert in one
-    query, which runs as one transaction (and is rolled back whole if one
-    fails). Each statement sees those before it: two posts to a room take the
-    next two numbers, in the order of `posts`. Elsewhere (SQLite runs one
-    statement at a time), a statement per post.
+    For the socket's posts of a turn of the event loop. On PostgreSQL, one
+    statement for them all (_insert_many_sql): one plan and one round trip.
+    Elsewhere (SQLite), and for a lone post (whose simpler statement plans
+    faster), a statement per post.
     """
     stored: dict[int, Message] = {}
     valid = []  # indexes in posts; message_post says what is wrong with the others
@@ -290,11 +284,9 @@ def message_insert_many(posts: list[dict]) -> list[Message | None]:
         valid.append(index)
     if connection.in_atomic_block:
         valid = []  # message_post posts each alone, in savepoints
-    if connection.vendor == "postgresql":
-        for start in range(0, len(valid), INSERT_MANY_MAX):
-            chunk = valid[start : start + INSERT_MANY_MAX]
-            together = _message_insert_together([posts[index] for index in chunk])
-            stored.update((chunk[number], message) for number, message in together.items())
+    if connection.vendor == "postgresql" and len(valid) > 1:
+        together = _message_insert_together([posts[index] for index in valid])
+        stored.update((valid[number], message) for number, message in together.items())
     else:
         for index in valid:
             try:
@@ -308,25 +300,26 @@ def message_insert_many(posts: list[dict]) -> list[Message | None]:
 
 
 def _message_insert_together(posts: list[dict]) -> dict[int, Message]:
-    """message_insert_many's one round trip: the messages stored, by index."""
+    """message_insert_many's one statement: the messages stored, by index."""
     now = timezone.now()
-    params = {}
-    for index, post in enumerate(posts):
-        fields = _insert_params(**post, now=now)
-        params.update({f"{name}_{index}": value for name, value in fields.items()})
+    fields = [_insert_params(**post, now=now) for post in posts]
+    params = {
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "owner": Role.OWNER,
+        "moderator": Role.MODERATOR,
+        **{
+            name: [post[name] for post in fields]
+            for name in ("room", "user", "body", "client_id", "staff")
+        },
+    }
     try:
         with connection.cursor() as cursor:
-            cursor.execute(_insert_many_sql(len(posts)), params)
-            rows = [cursor.fetchone()]
-            while cursor.nextset():
-                rows.append(cursor.fetchone())
-    except IntegrityError:
+            cursor.execute(_insert_many_sql(), params)
+            rows = cursor.fetchall()
+    except IntegrityError:  # a resent client_id, or a number taken meanwhile
         return {}
-    return {
-        index: _inserted(row, **posts[index], now=now)
-        for index, row in enumerate(rows)
-        if row is not None
-    }
+    # (ordinality, id, seq): the position in posts counts from 1.
+    return {n - 1: _inserted((id_, seq), **posts[n - 1], now=now) for n, id_, seq in rows}
 
 
 def _insert_params(
@@ -347,7 +340,7 @@ def _insert_params(
 def _inserted(
     row: tuple, *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None, now
 ) -> Message:
-    """The Message a statement of _insert_sql stored, from its (id, seq)."""
+    """The Message that _insert_sql or _insert_many_sql stored, from its (id, seq)."""
     message = Message(id=row[0], seq=row[1], room=room, user=user, body=body, client_id=client_id)
     message.created_at = now
     message._state.adding, message._state.db = False, connection.alias
@@ -373,20 +366,27 @@ def _message_insert_locked(
         return Message.objects.create(room=room, user=user, body=body, client_id=client_id)
 
 
+# Who may post, as message_check_allowed says (tests check both in every
+# case): `r` is the room's row, `m` the sender's membership, {staff} whether
+# the sender is staff. _message_insert_locked decides when this allows nothing.
+_MAY_POST = """
+    NOT r.is_archived AND NOT m.is_banned
+    AND (m.muted_until IS NULL OR m.muted_until <= %(now)s)
+    AND (NOT r.is_locked OR m.role IN (%(owner)s, %(moderator)s) OR {staff})
+"""
+
+
 @cache
-def _insert_sql(suffix: str = "") -> str:
-    """The statement of _message_insert; its parameters' names end in `suffix`."""
-    # The conditions of message_check_allowed, which _message_insert_locked
-    # applies when this inserts nothing (tests post in every case both ways).
+def _insert_sql() -> str:
+    """The statement of _message_insert."""
+    # The room's row share-locked until the commit (see _message_insert).
     lock = " FOR KEY SHARE OF r" if connection.vendor == "postgresql" else ""
     tables = {model: model._meta.db_table for model in (Message, Membership, Room)}
-    sql = f"""
+    return f"""
         WITH poster AS (
             SELECT 1 FROM {tables[Room]} r
             JOIN {tables[Membership]} m ON m.room_id = r.id AND m.user_id = %(user)s
-            WHERE r.id = %(room)s AND NOT r.is_archived AND NOT m.is_banned
-              AND (m.muted_until IS NULL OR m.muted_until <= %(now)s)
-              AND (NOT r.is_locked OR m.role IN (%(owner)s, %(moderator)s) OR %(staff)s){lock}
+            WHERE r.id = %(room)s AND {_MAY_POST.format(staff="%(staff)s")}{lock}
         )
         INSERT INTO {tables[Message]} (room_id, user_id, body, client_id, created_at, seq)
         SELECT %(room)s, %(user)s, %(body)s, %(client_id)s, %(now)s,
@@ -394,16 +394,49 @@ def _insert_sql(suffix: str = "") -> str:
         FROM poster
         RETURNING id, seq
     """  # noqa: S608 - table names from the models; every value is a parameter
-    return re.sub(r"%\((\w+)\)s", rf"%(\1{suffix})s", sql)
 
 
 @cache
-def _insert_many_sql(count: int) -> str:
-    """`count` statements of _insert_sql in one query, their parameters
-    named with the suffixes _0, _1...: PostgreSQL's simple query protocol
-    (psycopg's client-side binding, Django's default) runs them as one
-    transaction."""
-    return ";".join(_insert_sql(f"_{index}") for index in range(count))
+def _insert_many_sql() -> str:
+    """_insert_sql for many posts in one statement (PostgreSQL), their fields
+    in arrays: one text for any number of posts, planned once per round
+    instead of once per post (the planning was most of a round's time).
+
+    The statement does not see its own rows: the posts allowed in a room take
+    the numbers after its last, in their order (row_number), and are
+    inserted in that order, so that ids rise with the numbers. Returns
+    (ordinality, id, seq) for each post stored.
+    """
+    tables = {model: model._meta.db_table for model in (Message, Membership, Room)}
+    return f"""
+        WITH post AS (
+            SELECT * FROM unnest(
+                %(room)s::bigint[], %(user)s::bigint[], %(body)s::text[],
+                %(client_id)s::text[], %(staff)s::boolean[]
+            ) WITH ORDINALITY AS p(room_id, user_id, body, client_id, staff, n)
+        ),
+        poster AS (
+            SELECT p.* FROM post p
+            JOIN {tables[Room]} r ON r.id = p.room_id
+            JOIN {tables[Membership]} m ON m.room_id = r.id AND m.user_id = p.user_id
+            WHERE {_MAY_POST.format(staff="p.staff")}
+            FOR KEY SHARE OF r
+        ),
+        numbered AS (
+            SELECT poster.*, row_number() OVER (PARTITION BY room_id ORDER BY n) + COALESCE(
+                (SELECT MAX(seq) FROM {tables[Message]} last WHERE last.room_id = poster.room_id), 0
+            ) AS seq
+            FROM poster
+        ),
+        inserted AS (
+            INSERT INTO {tables[Message]} (room_id, user_id, body, client_id, created_at, seq)
+            SELECT room_id, user_id, body, client_id, %(now)s, seq FROM numbered ORDER BY n
+            RETURNING id, room_id, seq
+        )
+        SELECT numbered.n, inserted.id, inserted.seq
+        FROM inserted JOIN numbered USING (room_id, seq)
+        ORDER BY numbered.n
+    """  # noqa: S608 - table names from the models; every value is a parameter
 
 
 def _constraint_of(exc: IntegrityError) -> str | None:

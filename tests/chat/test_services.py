@@ -229,16 +229,22 @@ def test_posts_together_allow_exactly_whom_the_rules_allow(case, user, other_use
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_big_round_of_posts_is_a_few_queries_numbered_in_order(
-    user, other_user, room, monkeypatch
-):
+def test_a_big_round_of_posts_is_one_statement_after_each_rooms_last_number(user, other_user, room):
     need_postgres()
-    monkeypatch.setattr(services, "INSERT_MANY_MAX", 2)
-    make_member(user, room)
-    make_member(other_user, room)
-    posts = _posts(*[(user, room), (other_user, room)] * 2, (user, room))
+    other_room = make_room("other")
+    for member, target in [(user, room), (other_user, room), (other_user, other_room)]:
+        make_member(member, target)
+    earlier = _posts((user, room), (user, room), (other_user, other_room))
+    services.message_insert_many([dict(post, client_id=None) for post in earlier])
+    posts = _posts(*[(user, room), (other_user, other_room), (other_user, room)] * 40)
     with CaptureQueriesContext(connection) as queries:
         stored = services.message_insert_many(posts)
-    assert len(queries) == 3
-    assert [m.seq for m in stored] == [1, 2, 3, 4, 5]
+    assert len(queries) == 1
     assert [m.body for m in stored] == [post["body"] for post in posts]
+    in_room = [m for m in stored if m.room_id == room.id]
+    assert [m.seq for m in in_room] == list(range(3, 83))
+    assert [m.seq for m in stored if m.room_id == other_room.id] == list(range(2, 42))
+    # Ids rise with the numbers, as they do for posts one by one.
+    assert [m.id for m in stored] == sorted(m.id for m in stored)
+    saved = Message.objects.filter(room=room).order_by("seq").values_list("id", "seq", "body")
+    assert list(saved)[2:] == [(m.id, m.seq, m.body) for m in in_room]
