@@ -408,17 +408,28 @@ def _insert_many_sql() -> str:
     (ordinality, id, seq) for each post stored.
     """
     tables = {model: model._meta.db_table for model in (Message, Membership, Room)}
+    # The arrays of the columns' own types: the indexes' comparisons.
+    room_type, user_type = (
+        Message._meta.get_field(f).db_type(connection) for f in ("room", "user")
+    )
     return f"""
         WITH post AS (
             SELECT * FROM unnest(
-                %(room)s::bigint[], %(user)s::bigint[], %(body)s::text[],
+                %(room)s::{room_type}[], %(user)s::{user_type}[], %(body)s::text[],
                 %(client_id)s::text[], %(staff)s::boolean[]
             ) WITH ORDINALITY AS p(room_id, user_id, body, client_id, staff, n)
         ),
         poster AS (
             SELECT p.* FROM post p
             JOIN {tables[Room]} r ON r.id = p.room_id
-            JOIN {tables[Membership]} m ON m.room_id = r.id AND m.user_id = p.user_id
+            -- A post's membership by the (user, room) index. As a plain join
+            -- the planner read every member of a big room for each post
+            -- (25 posts to a room of 1,000: 5.4 ms instead of 0.7).
+            JOIN LATERAL (
+                SELECT * FROM {tables[Membership]}
+                WHERE user_id = p.user_id AND room_id = p.room_id
+                LIMIT 1
+            ) m ON true
             WHERE {_MAY_POST.format(staff="p.staff")}
             FOR KEY SHARE OF r
         ),
