@@ -106,11 +106,19 @@ def ref_of(content: Any) -> str | None:
     return None
 
 
+def _no_nul(value: str, name: str) -> str:
+    # JSON allows "\u0000"; PostgreSQL's text does not (the REST API's
+    # serializers refuse it too): refused here, not failed in a query.
+    if "\x00" in value:
+        raise InvalidField(f"'{name}' must not contain NUL characters (\\u0000).")
+    return value
+
+
 def _room(content: dict) -> str:
     room = content.get("room")
     if not isinstance(room, str) or not 0 < len(room) <= SLUG_MAX_LENGTH:
         raise InvalidField("'room' must be a room slug (a non-empty string).")
-    return room
+    return _no_nul(room, "room")
 
 
 def _parse_join(content: dict) -> Join:
@@ -137,7 +145,9 @@ def _parse_message(content: dict) -> PostMessage:
         raise InvalidField(
             f"'client_id' must be a string of 1 to {CLIENT_ID_MAX_LENGTH} characters or null."
         )
-    return PostMessage(room=room, body=body, client_id=client_id)
+    if client_id is not None:
+        _no_nul(client_id, "client_id")
+    return PostMessage(room=room, body=_no_nul(body, "body"), client_id=client_id)
 
 
 def _parse_delete(content: dict) -> Delete:

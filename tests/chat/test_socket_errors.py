@@ -29,6 +29,18 @@ BAD_FRAMES = [
     ('{"type": "typing", "room": "other", "typing": true}', "not_joined", "other"),
     ('{"type": "message", "room": "other", "body": "hi", "client_id": "c3"}', "not_joined", "c3"),
     ('{"type": "leave", "room": "other"}', "not_joined", "other"),
+    # NUL characters: valid JSON, but no PostgreSQL text holds them.
+    ('{"type": "join", "room": "lo\\u0000bby"}', "invalid_field", "lo\x00bby"),
+    (
+        '{"type": "message", "room": "lobby", "body": "a\\u0000b", "client_id": "c4"}',
+        "invalid_field",
+        "c4",
+    ),
+    (
+        '{"type": "message", "room": "lobby", "body": "hi", "client_id": "c\\u0000"}',
+        "invalid_field",
+        "c\x00",
+    ),
 ]
 
 
