@@ -6,9 +6,10 @@ sender's send-rate bucket (Redis, chat.ratelimit), then is inserted
 a Redis round trip, a hop to the database thread and a PostgreSQL round trip
 per message, and the loop's share of each is what a busy process runs out
 of first (docs/performance.md). Here a round serves every post that came
-while the one before it was busy (chat.batching.Batch): one script call takes
-all their tokens, one hop and one query store them
-(services.message_insert_many). A lone post is a round of its own, at once.
+while the one before it was busy (chat.batching.Batch), in one hop to the
+database thread: one script call takes all their tokens, one statement
+stores them (services.message_insert_many). A lone post is a round of its
+own, at once.
 """
 
 import weakref
@@ -41,9 +42,10 @@ class _Post:
         }
 
 
-async def _store_round(posts: list[_Post]) -> dict[_Post, Message | RateLimited | None]:
-    """Each post: its message, RateLimited, or None (message_post decides)."""
-    verdicts = await get_send_buckets().take_many([post.user.pk for post in posts])
+def _store_round(posts: list[_Post]) -> dict[_Post, Message | RateLimited | None]:
+    """Each post: its message, RateLimited, or None (message_post decides).
+    In the database thread: its tokens, then the posts allowed."""
+    verdicts = get_send_buckets().take_many([post.user.pk for post in posts])
     outcomes: dict[_Post, Message | RateLimited | None] = {}
     allowed = []
     for post, verdict in zip(posts, verdicts, strict=True):
@@ -55,8 +57,7 @@ async def _store_round(posts: list[_Post]) -> dict[_Post, Message | RateLimited 
             f"Too many messages: retry in {retry_after} s.", retry_after=retry_after
         )
     if allowed:
-        insert_many = database_sync_to_async(services.message_insert_many)
-        stored = await insert_many([post.fields() for post in allowed])
+        stored = services.message_insert_many([post.fields() for post in allowed])
         outcomes.update(zip(allowed, stored, strict=True))
     return outcomes
 
@@ -71,7 +72,7 @@ async def post_message(
     sender's send-rate limit (RateLimited), with the posts of its turn. The
     message returned, new or resent, is the caller's to broadcast."""
     post = _Post(user, room, body, client_id)
-    outcome = await per_loop(_rounds, lambda: Batch(_store_round)).get(post)
+    outcome = await per_loop(_rounds, lambda: Batch(database_sync_to_async(_store_round))).get(post)
     if isinstance(outcome, RateLimited):
         raise outcome
     if outcome is None:  # message_post says why not, or finds the resent message

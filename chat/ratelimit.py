@@ -2,8 +2,12 @@
 
 Each user has a bucket of SEND_BURST tokens refilled at SEND_RATE per second;
 a message takes one. With REDIS_URL the bucket lives in Redis (one atomic
-script per send), so a user with sockets on several processes gets one
-budget, not one per process. Without Redis there is one process: a dict.
+script per round of posts), so a user with sockets on several processes gets
+one budget, not one per process. Without Redis there is one process: a dict.
+
+Tokens are taken in the database thread, just before the posts they guard
+are stored (chat.posting): from the event loop, a busy loop read Redis's
+answer late, and every post of the round waited for it.
 """
 
 import logging
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.sharedstate import client_script, loop_client, shared_store
+from chat.sharedstate import shared_store, thread_client
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +58,9 @@ class LocalBuckets:
     def __init__(self) -> None:
         self.buckets: dict[int, tuple[float, float]] = {}
 
-    async def take_many(self, user_ids: list[int]) -> list[Verdict]:
-        """A token from each user's bucket, in order (a user twice takes two)."""
+    def take_many(self, user_ids: list[int]) -> list[Verdict]:
+        """A token from each user's bucket, in order (a user twice takes two).
+        From one thread at a time (the database thread)."""
         return [self._take(user_id) for user_id in user_ids]
 
     def _take(self, user_id: int) -> Verdict:
@@ -100,15 +105,16 @@ class RedisBuckets:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
+        # redis-py's blocking Script: EVALSHA, loaded again if Redis forgot it.
+        self.script = thread_client(url).register_script(TAKE_SCRIPT)
 
-    async def take_many(self, user_ids: list[int]) -> list[Verdict]:
-        """A token from each user's bucket, in order, in one script call (the
-        posts of a turn of the event loop, chat.posting)."""
+    def take_many(self, user_ids: list[int]) -> list[Verdict]:
+        """A token from each user's bucket, in order, in one script call (a
+        round of posts, chat.posting). Blocking: for the database thread."""
         rate, burst = settings.SEND_RATE, settings.SEND_BURST
         ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
-        script = client_script(loop_client(self.url), TAKE_SCRIPT)
         try:
-            verdicts = await script(
+            verdicts = self.script(
                 keys=[f"{self.prefix}:sendrate:{user_id}" for user_id in user_ids],
                 args=[rate, burst, ttl],
             )

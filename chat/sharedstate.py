@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.commands.core import AsyncScript
@@ -83,6 +84,30 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
             **options,
         )
         client = clients[key] = aioredis.Redis.from_pool(pool)
+    return client
+
+
+# Seconds a blocking client (thread_client) waits for Redis: it blocks a thread,
+# the database thread for the send-rate tokens, which every socket needs.
+THREAD_CLIENT_TIMEOUT = 1.0
+_thread_clients: dict[str, redis.Redis] = {}
+
+
+def thread_client(url: str) -> redis.Redis:
+    """A blocking Redis client for `url`, for code that runs in a thread (its
+    pool is thread-safe): one per process. Its commands give up after
+    THREAD_CLIENT_TIMEOUT instead of holding the thread while Redis hangs."""
+    client = _thread_clients.get(url)
+    if client is None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_POOL_TIMEOUT,
+            socket_timeout=THREAD_CLIENT_TIMEOUT,
+            socket_connect_timeout=THREAD_CLIENT_TIMEOUT,
+            driver_info=DRIVER_INFO,
+        )
+        client = _thread_clients.setdefault(url, redis.Redis(connection_pool=pool))
     return client
 
 
