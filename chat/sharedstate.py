@@ -63,6 +63,15 @@ def reset_shared_stores() -> None:
 DRIVER_INFO = DriverInfo()
 
 
+def _pool_options() -> dict:
+    """What every pool of ours sets (see loop_client)."""
+    return {
+        "max_connections": settings.REDIS_MAX_CONNECTIONS,
+        "timeout": settings.REDIS_POOL_TIMEOUT,
+        "driver_info": DRIVER_INFO,
+    }
+
+
 def loop_client(url: str, **options: object) -> aioredis.Redis:
     """A Redis client for `url` that belongs to the running event loop.
 
@@ -76,12 +85,7 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
     client = clients.get(key)
     if client is None:
         pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=settings.REDIS_POOL_TIMEOUT,
-            driver_info=DRIVER_INFO,
-            connection_class=Connection,
-            **options,
+            url, **_pool_options(), connection_class=Connection, **options
         )
         client = clients[key] = aioredis.Redis.from_pool(pool)
     return client
@@ -101,11 +105,9 @@ def thread_client(url: str) -> redis.Redis:
     if client is None:
         pool = redis.BlockingConnectionPool.from_url(
             url,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=settings.REDIS_POOL_TIMEOUT,
+            **_pool_options(),
             socket_timeout=THREAD_CLIENT_TIMEOUT,
             socket_connect_timeout=THREAD_CLIENT_TIMEOUT,
-            driver_info=DRIVER_INFO,
         )
         client = _thread_clients.setdefault(url, redis.Redis(connection_pool=pool))
     return client
