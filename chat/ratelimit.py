@@ -103,7 +103,6 @@ return verdicts
 
 class RedisBuckets:
     def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
         self.prefix = prefix
         # redis-py's blocking Script: EVALSHA, loaded again if Redis forgot it.
         self.script = thread_client(url).register_script(TAKE_SCRIPT)

@@ -303,14 +303,10 @@ def _message_insert_together(posts: list[dict]) -> dict[int, Message]:
     """message_insert_many's one statement: the messages stored, by index."""
     now = timezone.now()
     fields = [_insert_params(**post, now=now) for post in posts]
-    params = {
-        "now": connection.ops.adapt_datetimefield_value(now),
-        "owner": Role.OWNER,
-        "moderator": Role.MODERATOR,
-        **{
-            name: [post[name] for post in fields]
-            for name in ("room", "user", "body", "client_id", "staff")
-        },
+    # The parameters all posts share (now, the roles), and each post's in arrays.
+    params = fields[0] | {
+        name: [post[name] for post in fields]
+        for name in ("room", "user", "body", "client_id", "staff")
     }
     try:
         with connection.cursor() as cursor:
