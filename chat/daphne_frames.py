@@ -73,6 +73,20 @@ def writer_for(send: Callable) -> Callable[[bytes], bool] | None:
     ):
         return None
     protocol = send.args[0]
+    # What autobahn does to a frame beyond its state is settled by the
+    # handshake (the consumer asks after accepting): compression, timings,
+    # frame logging, masking and size limits stay the connection's. Checked
+    # once here, not per frame: the fan-out writes to every socket of a room.
+    if (
+        protocol.state != protocol.STATE_OPEN
+        or protocol._perMessageCompress is not None
+        or protocol.trackedTimings
+        or protocol.logFrames
+        or protocol.maskServerFrames
+    ):
+        return None
+    limits = [n for n in (protocol.autoFragmentSize, protocol.maxMessagePayloadSize) if n > 0]
+    limit = min(limits, default=None)
     # Daphne's entry for the connection: made when it connected, marked
     # "disconnected" before it is forgotten. Looked up once: autobahn hashes
     # its protocols in Python.
@@ -87,18 +101,7 @@ def writer_for(send: Callable) -> Callable[[bytes], bool] | None:
             protocol.state != open_state
             or protocol.send_state != ground
             or protocol.send_queue
-            or protocol._perMessageCompress is not None
-            or protocol.trackedTimings
-            or protocol.logFrames
-            or protocol.maskServerFrames
-            or (
-                0 < protocol.autoFragmentSize < len(frame)
-                and protocol.autoFragmentSize < payload_length(frame)
-            )
-            or (
-                0 < protocol.maxMessagePayloadSize < len(frame)
-                and protocol.maxMessagePayloadSize < payload_length(frame)
-            )
+            or (limit is not None and limit < len(frame) and limit < payload_length(frame))
             or connection.get("disconnected")
         ):
             return False

@@ -80,10 +80,6 @@ def test_frames_keep_their_order_with_asgi_sends(daphne_socket):
     [
         pytest.param(lambda p, c: setattr(p, "state", p.STATE_CLOSING), id="closing"),
         pytest.param(lambda p, c: p.send_queue.append((b"x", True)), id="autobahn-queue"),
-        pytest.param(lambda p, c: setattr(p, "_perMessageCompress", object()), id="compressed"),
-        pytest.param(lambda p, c: setattr(p, "autoFragmentSize", 10), id="fragmented"),
-        pytest.param(lambda p, c: setattr(p, "maxMessagePayloadSize", 10), id="over-limit"),
-        pytest.param(lambda p, c: setattr(p, "logFrames", True), id="logging-frames"),
         pytest.param(lambda p, c: c[p].update(disconnected=1.0), id="daphne-disconnected"),
         # As Daphne forgets a connection: marked disconnected first.
         pytest.param(lambda p, c: c.pop(p).update(disconnected=1.0), id="daphne-forgot-it"),
@@ -95,6 +91,30 @@ def test_a_frame_goes_through_asgi_when_autobahn_would_not_send_it_plainly(daphn
     state(protocol, send.func.__self__.connections)
     transport.clear()
     assert write(daphne_frames.text_frame("a message of more than ten bytes")) is False
+    assert transport.value() == b""
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        pytest.param(lambda p: setattr(p, "_perMessageCompress", object()), id="compressed"),
+        pytest.param(lambda p: setattr(p, "autoFragmentSize", 10), id="fragmented"),
+        pytest.param(lambda p: setattr(p, "maxMessagePayloadSize", 10), id="over-limit"),
+        pytest.param(lambda p: setattr(p, "logFrames", True), id="logging-frames"),
+        pytest.param(lambda p: setattr(p, "trackedTimings", object()), id="tracking-timings"),
+        pytest.param(lambda p: setattr(p, "maskServerFrames", True), id="masking"),
+        pytest.param(lambda p: setattr(p, "state", p.STATE_CONNECTING), id="not-open-yet"),
+    ],
+)
+def test_a_connection_settled_otherwise_at_its_handshake_gets_no_plain_frame(
+    daphne_socket, setting
+):
+    send, transport, protocol = daphne_socket
+    setting(protocol)  # as the handshake left it: the consumer asks after accepting
+    write = daphne_frames.writer_for(send)
+    transport.clear()
+    frame = daphne_frames.text_frame("a message of more than ten bytes")
+    assert write is None or write(frame) is False
     assert transport.value() == b""
 
 
