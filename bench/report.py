@@ -97,11 +97,14 @@ STORM_ROWS = [
 ]
 SCALE_ROWS = [
     ("max sustained deliveries/s", "sweep", _get("max_sustained_deliveries_per_s"), True),
+    ("out-of-order over the sweep", "sweep", _get("out_of_order"), False),
     ("fixed run: offered deliveries/s", "fixed", _get("offered_deliveries_per_s"), False),
     ("fixed run: deliveries/s", "fixed", _get("deliveries_per_s"), False),
     ("fixed run: p50 ms", "fixed", latency("p50"), False),
     ("fixed run: p99 ms", "fixed", latency("p99"), False),
     ("fixed run: lost", "fixed", _get("lost"), False),
+    ("fixed run: duplicated", "fixed", _get("duplicated"), False),
+    ("fixed run: out of order", "fixed", _get("out_of_order"), False),
     ("fixed run: connect + join failures", "fixed", setup_failures, False),
     ("fixed run: server CPU % (sum)", "fixed", _get("server_cpu_pct"), False),
     ("fixed run: CPU % per process", "fixed", _get("server_cpu_pct_per_process"), False),
