@@ -213,6 +213,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.rooms[room.slug] = room
             observe.room_joined()
             page = await database_call(selectors.message_page, room=room, since=command.since)
+            self.fanout.order_from(events.room_group(room.id), page.last)
             joined = await self.presence.add(room.id, self.username, self.socket_id)
             online = joined.online
             if joined.first:

@@ -68,8 +68,8 @@ class Sequencer:
 
     __slots__ = ("held", "next", "timer")
 
-    def __init__(self) -> None:
-        self.next: int | None = None  # the number expected next; None until the first
+    def __init__(self, next_seq: int | None = None) -> None:
+        self.next = next_seq  # the number expected next; None: the first to come
         self.held: dict[int, dict] = {}  # seq -> event, past a gap
         self.timer: asyncio.TimerHandle | None = None
 
@@ -166,6 +166,20 @@ class Fanout:
             if not members:
                 await self._subscribe(group)
             members.add(socket)
+
+    def order_from(self, group: str, last: int) -> None:
+        """A socket of this process joined `group` when the room's last message
+        was numbered `last`: its messages go out in order from the next one.
+
+        Called once the joined page is read. Without it, the first message
+        to reach the room's sockets here set where the order starts: a post of
+        this process, numbered just after one from another process whose
+        copy was still on its way through Redis, went out first, and the
+        earlier one after it. Once the room has a Sequencer (the process's
+        other sockets in it have had messages), it keeps its place.
+        """
+        if group in self.members and group not in self.sequencers:
+            self.sequencers[group] = Sequencer(next_seq=last + 1)
 
     async def leave(self, group: str, socket: Socket) -> None:
         async with self.lock:

@@ -141,6 +141,9 @@ class Page:
     # Every visible message numbered (seq) up to this is in `messages`, or
     # at or before the id the page was asked after.
     through: int
+    # The room's last number when it was read: every message numbered up to
+    # it had committed, and any later one is numbered above it.
+    last: int
 
 
 def message_page(*, room: Room, since: int | None) -> Page:
@@ -153,14 +156,15 @@ def message_page(*, room: Room, since: int | None) -> Page:
     # the room until their commit), so the page holds all the visible ones.
     last_seq = room.messages.aggregate(last=Max("seq"))["last"] or 0
     if since is None:
-        messages = message_latest(room=room)
+        messages, more = message_latest(room=room), False
     else:
         messages = message_since(room=room, since=since)
-        if len(messages) >= CATCH_UP_PAGE_SIZE:
-            # More may follow: complete only up to this page's last message.
-            return Page(messages, messages[-1].seq)
-    # Complete up to the room's last number (hidden messages keep theirs).
-    return Page(messages, max(last_seq, messages[-1].seq if messages else 0))
+        more = len(messages) >= CATCH_UP_PAGE_SIZE  # a full page: more may follow
+    # Posts may have committed meanwhile: the page's last message is then the room's.
+    last = max(last_seq, messages[-1].seq if messages else 0)
+    # Complete up to the room's last number (hidden messages keep theirs), or
+    # with more to follow, only up to this page's last message.
+    return Page(messages, messages[-1].seq if more else last, last)
 
 
 def message_since(*, room: Room, since: int, limit: int = CATCH_UP_PAGE_SIZE) -> list[Message]:

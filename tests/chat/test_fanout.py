@@ -106,22 +106,37 @@ async def test_a_rooms_messages_go_out_in_seq_order_whatever_order_the_layer_bri
 ):
     """Broadcasts race (from one process or several); sockets see the room's order."""
     await database_sync_to_async(make_member)(user, room)
-    messages = await database_sync_to_async(make_messages)(room, user, 4)
-    frames = [protocol.message_frame(message) for message in messages]
     async with connect(user) as client:
         await client.join(room.slug)
+        messages = await database_sync_to_async(make_messages)(room, user, 4)
+        frames = [protocol.message_frame(message) for message in messages]
         for frame in (frames[0], frames[2], frames[3], frames[1]):
             await events.aroom_broadcast(room.id, frame)
         assert await receive_ids(client, 4) == [message.id for message in messages]
+
+
+async def test_a_rooms_first_live_message_waits_for_an_earlier_one_still_on_its_way(
+    channel_backend, user, room
+):
+    """Another process's message, numbered first, may reach this process after
+    this process's own next one: the order starts after the joined page's last."""
+    await database_sync_to_async(make_member)(user, room)
+    await database_sync_to_async(make_messages)(room, user, 3)  # in the joined page
+    async with connect(user) as client:
+        await client.join(room.slug)
+        fourth, fifth = await database_sync_to_async(make_messages)(room, user, 2)
+        await events.aroom_broadcast(room.id, protocol.message_frame(fifth))
+        await events.aroom_broadcast(room.id, protocol.message_frame(fourth))
+        assert await receive_ids(client, 2) == [fourth.id, fifth.id]
 
 
 async def test_a_message_past_a_gap_that_never_fills_goes_out_after_a_short_wait(
     channel_backend, user, room
 ):
     await database_sync_to_async(make_member)(user, room)
-    first, lost, third = await database_sync_to_async(make_messages)(room, user, 3)
     async with connect(user) as client:
         await client.join(room.slug)
+        first, lost, third = await database_sync_to_async(make_messages)(room, user, 3)
         await events.aroom_broadcast(room.id, protocol.message_frame(first))
         assert await receive_ids(client, 1) == [first.id]
         loop = asyncio.get_running_loop()
