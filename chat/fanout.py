@@ -258,6 +258,9 @@ class Fanout:
         with contextlib.suppress(*events.LAYER_ERRORS):
             await self.layer.send(self.channel, {"type": "fanout.closed"})
         await asyncio.wait({self.task}, timeout=timeout)
+        stop_receiving = getattr(self.layer, "stop_receiving", None)
+        if stop_receiving is not None:  # chat.layers: Redis pushes to this process
+            await stop_receiving(self.channel)
 
     async def deliver_here(self, *room_events: dict) -> None:
         """Room events from this process, to this process's sockets in the room,

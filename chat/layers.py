@@ -18,15 +18,22 @@ processes of either kind can share a Redis:
   sockets already (chat.fanout), and would only pop it again.
   `group_send_many` sends several messages, to one group each, in one call
   of that script (chat.events: the room events of a turn of the event loop).
-- A receive on a process's own channel (the fan-out's) waits for a message
-  and pops what has piled up in one round trip (BZMPOP, Redis 7; two round
-  trips before that), and hands them out one by one; channels-redis makes
-  four per message (restore its backup queue, pop, back up, clean the
-  backup).
-  The backup only matters to a receive cancelled between the pop and the
-  hand-over; here the popped messages wait in the layer for the next receive
-  instead, and a process that dies loses them as it loses whatever its
+- A process's own channel (the fan-out's) is pushed to, not popped from:
+  the process subscribes to its channel key (SUBSCRIBE), and the scripts
+  PUBLISH a message for it instead of storing it (_Subscription). Receiving
+  costs no command per message; popping cost one (BZMPOP, which waits and
+  takes what piled up), and channels-redis makes four (restore its backup
+  queue, pop, back up, clean the backup). A message for a key nobody is
+  subscribed to is stored as channels-redis stores it, and the subscription
+  pops those: when it starts (what came before Redis took it, or while it
+  was lost) and every second (senders without these scripts, such as plain
+  channels-redis or an older release during a rolling deploy).
+  What Redis pushed or a pop brought waits in the layer's buffers for the
+  next receive; a process that dies loses it as it loses whatever its
   sockets had not yet been sent.
+- Other receives pop, with BZMPOP where a process's channel is popped (the
+  layer configured without its scripts: encrypted, sharded or with
+  per-channel capacities).
 
 Measured in docs/performance.md.
 """
@@ -38,8 +45,10 @@ import random
 import time
 
 import msgpack
+from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 from channels_redis.serializers import MsgPackSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from chat.sharedstate import client_script
@@ -50,8 +59,41 @@ RECOVERED = {"type": "layer.recovered"}
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 # Messages popped in one round trip at most: a busy process's backlog.
 RECEIVE_BATCH = 100
+# How often a process's subscription pops its key's sorted set, and how long
+# it may be quiet before it sends a PING (_Subscription).
+SWEEP_SECONDS = 1.0
 # A message's key naming the channel it is not pushed to (see group_send).
 ORIGIN = "origin"
+
+# A message for a process's channel key (`key`): pushed to the process if it
+# is subscribed to the key (PUBLISH; chat.fanout's receive is), else kept in
+# the key's sorted set for a receive to pop, with channels-redis's expiry and
+# capacity. Returns 1 if the set was full and the message dropped, else 0.
+# Expects the locals `now`, `expiry` and `capacity`.
+DELIVER = """
+local function deliver(key, message, score)
+  if redis.call('PUBLISH', key, message) > 0 then
+    return 0
+  end
+  redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
+  if redis.call('ZCARD', key) >= capacity then
+    return 1
+  end
+  redis.call('ZADD', key, score, message)
+  redis.call('EXPIRE', key, expiry)
+  return 0
+end
+"""
+# KEYS: a process's channel key. ARGV: now, message expiry, capacity, the message.
+SEND_SCRIPT = (
+    """
+local now, expiry, capacity = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+"""
+    + DELIVER
+    + """
+return deliver(KEYS[1], ARGV[4], now)
+"""
+)
 
 # KEYS: the groups, one per message. ARGV: now, group expiry, message expiry,
 # capacity, the channel key prefix; then for each message, three values: the
@@ -60,9 +102,13 @@ ORIGIN = "origin"
 # and a member channel to leave out ('' for none). The script puts the value
 # between the two parts: the member channels that share a channel key (one
 # key per process), a list that cmsgpack packs as msgpack does.
-GROUP_SEND_SCRIPT = """
+GROUP_SEND_SCRIPT = (
+    """
 local now = tonumber(ARGV[1])
 local group_expiry, expiry, capacity = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+"""
+    + DELIVER
+    + """
 local over = 0
 for g, group in ipairs(KEYS) do
   local head, tail, origin = ARGV[3 + 3 * g], ARGV[4 + 3 * g], ARGV[5 + 3 * g]
@@ -80,21 +126,107 @@ for g, group in ipairs(KEYS) do
     end
   end
   for _, key in ipairs(keys) do
-    redis.call('ZREMRANGEBYSCORE', key, 0, math.floor(now) - expiry)
-    if redis.call('ZCARD', key) < capacity then
-      -- A channel's messages are popped in score order: a microsecond
-      -- apart, a call's messages keep theirs (equal scores go by the bytes).
-      redis.call('ZADD', key, now + g / 1000000, head .. cmsgpack.pack(channels[key]) .. tail)
-      redis.call('EXPIRE', key, expiry)
-    else
-      over = over + 1
-    end
+    -- A microsecond apart, a call's messages keep their order in the set.
+    over = over + deliver(key, head .. cmsgpack.pack(channels[key]) .. tail, now + g / 1000000)
   end
 end
 return over
 """
+)
 ASGI_CHANNEL = "__asgi_channel__"
 _CHANNEL_MARKER = msgpack.packb(ASGI_CHANNEL) + msgpack.packb(None)  # the key, a None value
+
+
+class _Subscription:
+    """What Redis pushes to this process for one channel key (SUBSCRIBE),
+    routed to the receive buffers by one task.
+
+    The layer's scripts PUBLISH a message for a process's key, and keep it in
+    the key's sorted set only when nobody is subscribed (DELIVER). So the
+    task, once subscribed, first pops what was kept meanwhile (before Redis
+    took the subscription, or while it was lost), then reads pushes; every
+    SWEEP_SECONDS it pops again, for what senders without these scripts
+    (plain channels-redis, an older release in a rolling deploy) put there.
+    A subscription quiet for SWEEP_SECONDS sends a PING, and one that stays
+    silent after it is taken for lost. A lost one fails its receives, the
+    layer waits for Redis and says so (RECOVERED), and the next receive
+    subscribes again.
+    """
+
+    def __init__(self, layer: "ResilientRedisChannelLayer", index: int, key: str, channel: str):
+        self.layer, self.index, self.key = layer, index, key
+        self.channel = channel  # where a message that names no channel goes
+        self.loop = asyncio.get_running_loop()
+        self.error: RedisError | OSError | None = None
+        self.waiters: set[asyncio.Future] = set()
+        self.connection = None
+        self.task = self.loop.create_task(self._read_forever())
+
+    async def wait(self) -> None:
+        """Until something was routed to the buffers; raises what ended the subscription."""
+        if self.error is None:
+            waiter = self.loop.create_future()
+            self.waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self.waiters.discard(waiter)
+        if self.error is not None:
+            raise self.error
+
+    def _wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def stop(self) -> None:
+        if self.loop is asyncio.get_running_loop():
+            self.task.cancel()
+            await asyncio.wait({self.task})
+
+    async def _read_forever(self) -> None:
+        # Not the pool's: a subscribed connection takes no other command.
+        connection = self.layer.connection(self.index).connection_pool.make_connection()
+        self.connection = connection
+        try:
+            await connection.connect()
+            await connection.send_command("SUBSCRIBE", self.key)
+            await connection.read_response(push_request=True)  # the subscription is taken
+            await self._sweep()
+            swept, pinged = self.loop.time(), False
+            while True:
+                reply = await connection.read_response(timeout=SWEEP_SECONDS, push_request=True)
+                if reply is None:  # quiet
+                    if pinged:
+                        raise RedisConnectionError("Redis did not answer a PING")
+                    await connection.send_command("PING")
+                    pinged = True
+                else:
+                    pinged = False
+                    if reply[0] == b"message":
+                        self.layer._route(reply[2], self.channel)
+                        self._wake()
+                if self.loop.time() - swept >= SWEEP_SECONDS:
+                    await self._sweep()
+                    swept = self.loop.time()
+        except (RedisError, OSError) as exc:
+            self.error = exc
+            self._wake()
+        finally:
+            await connection.disconnect(nowait=True)
+
+    async def _sweep(self) -> None:
+        """Route what the key's sorted set holds."""
+        redis = self.layer.connection(self.index)
+        routed = False
+        while batch := await redis.zpopmin(self.key, RECEIVE_BATCH):
+            for content, _ in batch:
+                self.layer._route(content, self.channel)
+            routed = True
+            if len(batch) < RECEIVE_BATCH:
+                break
+        if routed:
+            self._wake()
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):
@@ -102,6 +234,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         super().__init__(*args, **kwargs)
         self._recovery: asyncio.Future | None = None
         self._popped: dict[str, collections.deque] = {}  # channel key -> not yet handed out
+        self._subscriptions: dict[str, _Subscription] = {}  # channel key -> its pushes
         self._bzmpop = True  # until a Redis before 7.0 says it has no BZMPOP
         serializer = self._serializer
         # The one-script group_send writes what channels-redis would: msgpack,
@@ -119,8 +252,8 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             if message is not None:
                 return message
         try:
-            if "!" in channel and not self.receive_count:
-                return await self._receive_alone(channel)
+            if "!" in channel and self._one_script:  # our scripts are what push
+                return await self._receive_pushed(channel)
             return await super().receive(channel)
         except (RedisError, OSError):
             logger.warning("channel layer lost Redis; waiting for it", exc_info=True)
@@ -132,14 +265,13 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
 
     def _receive_ready(self, channel: str) -> dict | None:
         """A message for this process's `channel` that needs no wait: one
-        buffered for it, or one popped from Redis with an earlier message.
-        None when it must wait.
+        buffered for it (pushed, or popped with an earlier message), or one
+        popped from Redis with an earlier message. None when it must wait.
 
         channels-redis starts tasks for every message (a lock and a queue
         raced in asyncio.wait, a backup cleaner), so that several coroutines
-        can share the process's key in Redis. When nobody else is receiving
-        (the fan-out alone, in production), what was popped together is
-        handed out here at once: a burst goes out in one turn of the loop.
+        can share the process's key in Redis. What came together is handed
+        out here at once instead: a burst goes out in one turn of the loop.
         """
         buffers = self.receive_buffer
         if not self.receive_count:  # nobody holds the receive lock
@@ -166,32 +298,31 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         for target in targets if isinstance(targets, list) else [targets]:
             self.receive_buffer[target].put_nowait(message)
 
-    async def _receive_alone(self, channel: str) -> dict:
-        """A receive on this process's channel key while nobody else receives
-        on it (the fan-out, in production).
-
-        channels-redis's protocol holds: the receiver that holds the receive
-        lock pops and routes, and one that comes meanwhile waits for the lock
-        or its buffer. Without its two tasks and asyncio.wait per message
-        and its backup cleaner's task: a process of several receives every
-        other process's message this way.
-        """
-        self.receive_count += 1
-        self.receive_lock, self.receive_event_loop = asyncio.Lock(), asyncio.get_running_loop()
-        await self.receive_lock.acquire()  # free: at once
+    async def _receive_pushed(self, channel: str) -> dict:
+        """A receive on a process's channel key, whose messages Redis pushes
+        to this process (_Subscription) instead of keeping them to be popped:
+        no command per message, and a quiet process waits without one."""
         name = self.non_local_name(channel)
-        index, key = self.consistent_hash(name), self.prefix + name
+        key = self.prefix + name
+        loop = asyncio.get_running_loop()
+        subscription = self._subscriptions.get(key)
+        if subscription is None or subscription.loop is not loop:  # tests run loops in turn
+            subscription = _Subscription(self, self.consistent_hash(name), key, channel)
+            self._subscriptions[key] = subscription
         try:
             while (message := self._buffered(channel)) is None:
-                content = await self._brpop_with_clean(index, key, timeout=self.brpop_timeout)
-                if content is not None:
-                    self._route(content, channel)
-            return message
-        finally:
-            self.receive_lock.release()
-            self.receive_count -= 1
-            if not self.receive_count:
-                self.receive_lock = self.receive_event_loop = None
+                await subscription.wait()
+        except (RedisError, OSError):
+            if self._subscriptions.get(key) is subscription:
+                del self._subscriptions[key]  # the next receive subscribes again
+            raise
+        return message
+
+    async def stop_receiving(self, channel: str) -> None:
+        """This process receives no more on `channel`'s key (the fan-out closes)."""
+        subscription = self._subscriptions.pop(self.prefix + self.non_local_name(channel), None)
+        if subscription is not None:
+            await subscription.stop()
 
     async def _wait_for_redis(self, channel: str) -> None:
         delay = BACKOFF_FIRST
@@ -214,6 +345,20 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         return True
 
     # --- fewer round trips ----------------------------------------------------------------
+
+    async def send(self, channel: str, message: dict) -> None:
+        """channels-redis's send, but a process's channel gets it pushed if
+        the process is subscribed (DELIVER): in one round trip, not four."""
+        if not (self._one_script and "!" in channel):
+            return await super().send(channel, message)
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        assert ASGI_CHANNEL not in message
+        name = self.non_local_name(channel)
+        connection = self.connection(self.consistent_hash(name))
+        content = self.serialize({**message, ASGI_CHANNEL: channel})
+        args = [time.time(), self.expiry, self.get_capacity(channel), content]
+        if await client_script(connection, SEND_SCRIPT)(keys=[self.prefix + name], args=args):
+            raise ChannelFull()
 
     async def group_send(self, group: str, message: dict) -> None:
         await self.group_send_many([(group, message)])
@@ -281,6 +426,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
 
     async def flush(self) -> None:
         self._popped.clear()
+        subscriptions, self._subscriptions = self._subscriptions, {}
+        for subscription in subscriptions.values():
+            await subscription.stop()
+        self.receive_buffer.clear()
         await super().flush()
 
 

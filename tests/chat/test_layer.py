@@ -11,7 +11,8 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from redis.exceptions import ResponseError
 
-from chat.layers import ORIGIN
+from chat import layers
+from chat.layers import ORIGIN, ResilientRedisChannelLayer
 from tests.conftest import need_redis
 
 pytestmark = pytest.mark.asyncio
@@ -38,6 +39,12 @@ def _layers():
     ours = get_channel_layer()
     config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
     return ours, RedisChannelLayer(**config)
+
+
+def _another_process():
+    """The project's layer as another process of the project has it."""
+    need_redis()
+    return ResilientRedisChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
 
 
 EVENT = {"type": "room.event", "room_id": 7, "text": '{"body": "h\\u00e9"}', "client_id": None}
@@ -125,9 +132,6 @@ async def test_flushing_the_layer_forgets_what_a_receive_popped():
     assert (await _receive(ours, channel))["n"] == 9
 
 
-RECEIVE_COMMANDS = ("bzmpop", "bzpopmin", "zpopmin")
-
-
 def _commands_sent(monkeypatch) -> collections.Counter:
     """The Redis commands this process sends from now on, by name (counted
     here, not in Redis's INFO: other clients of the same Redis, a server or
@@ -143,33 +147,66 @@ def _commands_sent(monkeypatch) -> collections.Counter:
     return sent
 
 
-async def test_a_quiet_process_takes_each_message_in_one_round_trip(monkeypatch):
-    """The fan-out's receive waits and pops in one command (BZMPOP): with a
-    pop to look and a blocking pop to wait, every process paid two round
-    trips per message, and the scale-out pair paid them twice."""
+async def test_a_process_channel_is_pushed_to_without_a_command_per_message(monkeypatch):
+    """The fan-out's channel is subscribed to (chat.layers._Subscription):
+    Redis pushes each message another process sends it. Popping cost a
+    command per message (a blocking pop to wait, one more to look before
+    that), and a pair of processes paid it on every message of the other."""
+    monkeypatch.setattr(layers, "SWEEP_SECONDS", 60)  # no sweep while counting
+    other, ours = _another_process(), get_channel_layer()
+    channel = await ours.new_channel()
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await other.send(channel, {**EVENT, "n": -1})
+    assert (await receiving)["n"] == -1  # subscribed by now
+    sent = _commands_sent(monkeypatch)
+    for n in range(5):
+        receiving = asyncio.ensure_future(_receive(ours, channel))
+        await asyncio.sleep(0.02)  # waiting
+        await other.send(channel, {**EVENT, "n": n})
+        assert (await receiving)["n"] == n
+    # The sends' scripts, and not one command to receive.
+    assert sent == {"evalsha": 5}
+
+
+async def test_what_plain_channels_redis_puts_in_a_subscribed_channel_is_swept_up():
+    """A sender without the layer's scripts (an older release in a rolling
+    deploy) stores instead of pushing: the subscription pops that too."""
     ours, theirs = _layers()
     channel = await ours.new_channel()
     receiving = asyncio.ensure_future(_receive(ours, channel))
-    await asyncio.sleep(0.1)  # waiting in Redis
-    sent = _commands_sent(monkeypatch)
-    for n in range(5):
-        await theirs.send(channel, {**EVENT, "n": n})
-        assert (await receiving)["n"] == n
-        receiving = asyncio.ensure_future(_receive(ours, channel))
-        await asyncio.sleep(0.05)
-    receiving.cancel()
-    # After each message, one command to wait and pop again (the first
-    # wait was sent before counting); no other pop.
-    assert {name: sent[name] for name in RECEIVE_COMMANDS} == {
-        "bzmpop": 5,
-        "bzpopmin": 0,
-        "zpopmin": 0,
-    }
+    await asyncio.sleep(0.2)  # subscribed
+    await theirs.send(channel, {**EVENT, "n": 1})
+    assert (await receiving)["n"] == 1
+
+
+async def test_a_lost_subscription_loses_nothing_and_subscribes_again():
+    """Redis drops the subscribed connection (a restart, a network blip, its
+    output buffer limit): the receive says RECOVERED, what was sent meanwhile
+    is kept in Redis, and the next receive subscribes again and gets it."""
+    other, ours = _another_process(), get_channel_layer()
+    channel = await ours.new_channel()
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await other.send(channel, {**EVENT, "n": 1})
+    assert (await receiving)["n"] == 1
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await asyncio.sleep(0.1)
+    # This subscription's connection only: other processes may share this Redis.
+    subscription = ours._subscriptions[ours.prefix + ours.non_local_name(channel)]
+    host, port = subscription.connection._writer.get_extra_info("sockname")[:2]
+    assert await ours.connection(0).client_kill_filter(_type="pubsub", addr=f"{host}:{port}") == 1
+    assert (await receiving)["type"] == "layer.recovered"
+    await other.send(channel, {**EVENT, "n": 2})  # nobody subscribed: kept
+    await other.send(channel, {**EVENT, "n": 3})
+    assert [(await _receive(ours, channel))["n"] for _ in range(2)] == [2, 3]
+    await other.send(channel, {**EVENT, "n": 4})  # subscribed again: pushed
+    assert (await _receive(ours, channel))["n"] == 4
 
 
 async def test_a_redis_without_bzmpop_is_received_from_all_the_same(monkeypatch):
-    """Redis before 7.0: the receive falls back to a pop and a blocking pop."""
+    """Redis before 7.0: a receive that pops (the layer configured without its
+    scripts: encrypted, sharded) falls back to a pop and a blocking pop."""
     ours, theirs = _layers()
+    monkeypatch.setattr(ours, "_one_script", False)
     channel = await ours.new_channel()
     redis = ours.connection(0)
 
@@ -230,10 +267,13 @@ async def test_a_group_send_pushes_nothing_to_the_channel_it_came_from():
 
 async def test_a_message_for_this_process_is_received_without_a_task():
     """channels-redis starts three tasks per message received (a lock and a
-    queue raced, a backup cleaner); every other process's message comes so."""
-    ours, theirs = _layers()
+    queue raced, a backup cleaner); every other process's message comes so.
+    (The subscription's one task starts with the first receive.)"""
+    other, ours = _another_process(), get_channel_layer()
     channel = await ours.new_channel()
-    await theirs.send(channel, EVENT)
+    await other.send(channel, {**EVENT, "n": 0})
+    assert (await _receive(ours, channel))["n"] == 0
+    await other.send(channel, EVENT)
     loop = asyncio.get_running_loop()
     started = []
     loop.set_task_factory(
