@@ -183,6 +183,9 @@ class _Subscription:
         if self.loop is asyncio.get_running_loop():
             self.task.cancel()
             await asyncio.wait({self.task})
+        # A receive still waiting goes the way of a lost subscription.
+        self.error = self.error or RedisConnectionError("unsubscribed")
+        self._wake()
 
     async def _read_forever(self) -> None:
         # Not the pool's: a subscribed connection takes no other command.
@@ -204,29 +207,35 @@ class _Subscription:
                 else:
                     pinged = False
                     if reply[0] == b"message":
-                        self.layer._route(reply[2], self.channel)
-                        self._wake()
+                        self._route(reply[2])
                 if self.loop.time() - swept >= SWEEP_SECONDS:
                     await self._sweep()
                     swept = self.loop.time()
         except (RedisError, OSError) as exc:
             self.error = exc
-            self._wake()
+        except Exception as exc:  # its receives must not wait forever
+            logger.exception("subscription to %s failed", self.key)
+            self.error = RedisError(f"subscription failed: {exc!r}")
         finally:
+            self._wake()
             await connection.disconnect(nowait=True)
+
+    def _route(self, content: bytes) -> None:
+        try:
+            self.layer._route(content, self.channel)
+        except Exception:  # one bad message must not end the others
+            logger.exception("dropped a message on %s that could not be read", self.key)
+            return
+        self._wake()
 
     async def _sweep(self) -> None:
         """Route what the key's sorted set holds."""
         redis = self.layer.connection(self.index)
-        routed = False
         while batch := await redis.zpopmin(self.key, RECEIVE_BATCH):
             for content, _ in batch:
-                self.layer._route(content, self.channel)
-            routed = True
+                self._route(content)
             if len(batch) < RECEIVE_BATCH:
                 break
-        if routed:
-            self._wake()
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):

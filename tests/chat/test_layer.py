@@ -179,6 +179,18 @@ async def test_what_plain_channels_redis_puts_in_a_subscribed_channel_is_swept_u
     assert (await receiving)["n"] == 1
 
 
+async def test_a_message_that_cannot_be_read_is_dropped_and_the_next_received():
+    other, ours = _another_process(), get_channel_layer()
+    channel = await ours.new_channel()
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await other.send(channel, {**EVENT, "n": 1})
+    assert (await receiving)["n"] == 1  # subscribed
+    key = ours.prefix + ours.non_local_name(channel)
+    await ours.connection(0).publish(key, b"\x00" * 12 + b"not msgpack")
+    await other.send(channel, {**EVENT, "n": 2})
+    assert (await _receive(ours, channel))["n"] == 2
+
+
 async def test_a_lost_subscription_loses_nothing_and_subscribes_again():
     """Redis drops the subscribed connection (a restart, a network blip, its
     output buffer limit): the receive says RECOVERED, what was sent meanwhile
