@@ -315,7 +315,13 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         key = self.prefix + name
         loop = asyncio.get_running_loop()
         subscription = self._subscriptions.get(key)
-        if subscription is None or subscription.loop is not loop:  # tests run loops in turn
+        if subscription is not None and subscription.loop is not loop:
+            # Both would route every message to the same buffers (channels-redis
+            # refuses two loops too). Tests run loops in turn: the last one is over.
+            if not (subscription.loop.is_closed() or subscription.task.done()):
+                raise RuntimeError("Two event loops are trying to receive() on one channel layer")
+            subscription = None
+        if subscription is None:
             subscription = _Subscription(self, self.consistent_hash(name), key, channel)
             self._subscriptions[key] = subscription
         try:

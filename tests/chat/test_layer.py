@@ -191,6 +191,18 @@ async def test_a_message_that_cannot_be_read_is_dropped_and_the_next_received():
     assert (await _receive(ours, channel))["n"] == 2
 
 
+async def test_a_second_event_loop_may_not_receive_on_the_process_channel_key():
+    """Two loops' subscriptions to one key would each route every message
+    to the layer's buffers: each twice."""
+    other, ours = _another_process(), get_channel_layer()
+    channel, second = await ours.new_channel(), await ours.new_channel()
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await other.send(channel, EVENT)
+    assert await receiving == EVENT  # subscribed in this loop
+    with pytest.raises(RuntimeError, match="Two event loops"):
+        await asyncio.to_thread(asyncio.run, ours.receive(second))
+
+
 async def test_a_lost_subscription_loses_nothing_and_subscribes_again():
     """Redis drops the subscribed connection (a restart, a network blip, its
     output buffer limit): the receive says RECOVERED, what was sent meanwhile
