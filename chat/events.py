@@ -108,6 +108,12 @@ def _room_event(room_id: int, frame: dict, exclude: str | None) -> dict:
     return event
 
 
+def message_event(message) -> dict:
+    """A stored message as the room event its broadcast carried (chat.fanout
+    fills a gap with these)."""
+    return _room_event(message.room_id, protocol.message_frame(message), None)
+
+
 async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> bool:
     """Send `frame` to every socket in the room, except the socket `exclude`.
 

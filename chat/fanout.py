@@ -25,7 +25,9 @@ Redis is away.
 A room's messages go out in their numbers' (seq) order. Posts commit in that
 order, but their broadcasts race to Redis (from one process or several), so
 the fan-out puts them back in order (Sequencer), the sender's own copy with
-the rest.
+the rest. A message whose copy is late (another process's event loop is
+busy) or lost with the layer is read from the database once the ones after
+it have waited HOLD_SECONDS, and goes out in its place.
 
 A process that dies without leaving its groups stays in them until the
 layer's group_expiry: live processes renew their groups well before that.
@@ -43,16 +45,20 @@ from typing import Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from chat import events, observe
+from chat import events, observe, selectors
+from chat.batching import database_call
 from chat.layers import ORIGIN
 
 logger = logging.getLogger(__name__)
 
 
 # How long a room's message waits for an earlier one that has not come. They
-# are usually a millisecond apart; one that takes longer may be lost with the
-# layer, and readers then fetch it from the database (docs/protocol.md).
+# are usually a millisecond apart; after this the earlier one is read from the
+# database (Fanout._release).
 HOLD_SECONDS = 0.05
+# Numbers of a gap read from the database at once, and numbers remembered as
+# sent from it (their late copies through the layer are then dropped).
+MAX_FILL, MAX_FILLED = 100, 1000
 # Groups are renewed this many times per layer.group_expiry: a process whose
 # loop stalls (a long pause, a slow Redis) for most of it keeps them.
 RENEWALS_PER_EXPIRY = 4
@@ -62,27 +68,55 @@ class Sequencer:
     """One room's message events, put back in seq order before they go out.
 
     A message numbered past the next expected one waits until the gap fills
-    or for HOLD_SECONDS; one numbered below it (late, or sent again) goes out
-    at once: readers drop what they already have, by id.
+    or for HOLD_SECONDS; then the gap is read from the database (fill), and
+    what it did not hold is given up (release). One numbered below the next
+    (late, or sent again) goes out at once, readers dropping what they
+    already have by id, unless it went out from the database already.
     """
 
-    __slots__ = ("held", "next", "timer")
+    __slots__ = ("filled", "held", "next", "timer")
 
     def __init__(self, next_seq: int | None = None) -> None:
         self.next = next_seq  # the number expected next; None: the first to come
         self.held: dict[int, dict] = {}  # seq -> event, past a gap
         self.timer: asyncio.TimerHandle | None = None
+        self.filled: set[int] = set()  # sent from the database; their late copies are not
 
     def push(self, event: dict) -> list[dict]:
         """The events to send now that `event` came, in order."""
         seq = event["seq"]
         if self.next is not None and seq < self.next:
+            if seq in self.filled:
+                self.filled.discard(seq)
+                return []
             return [event]
         if self.next is not None and seq > self.next:
             self.held[seq] = event
             return []
         ready = [event]
         self.next = seq + 1
+        while self.next in self.held:
+            ready.append(self.held.pop(self.next))
+            self.next += 1
+        return ready
+
+    def gaps(self) -> list[int]:
+        """The numbers missing below the last one held (at most MAX_FILL)."""
+        if not self.held or self.next is None:
+            return []
+        missing = range(self.next, max(self.held))
+        return [seq for seq in missing if seq not in self.held][:MAX_FILL]
+
+    def fill(self, room_events: list[dict]) -> list[dict]:
+        """The gaps' events, read from the database: what can go out now, in order."""
+        for event in room_events:
+            seq = event["seq"]
+            if seq >= self.next and seq not in self.held:
+                self.held[seq] = event
+                self.filled.add(seq)
+        while len(self.filled) > MAX_FILLED:  # copies that never came
+            self.filled.discard(min(self.filled))
+        ready = []
         while self.next in self.held:
             ready.append(self.held.pop(self.next))
             self.next += 1
@@ -299,11 +333,26 @@ class Fanout:
         task.add_done_callback(self.releasing.discard)
 
     async def _release(self, group: str, sequencer: Sequencer) -> None:
+        """The hold ran out: the gap's messages from the database, then the
+        held ones, in order. The gap's copies through the layer are late (the
+        other process's event loop was busy), or were lost with the layer;
+        a later number exists, so the gap's posts have committed."""
+        gaps = sequencer.gaps()
+        filled = []
+        if gaps:
+            room_id = next(iter(sequencer.held.values()))["room_id"]
+            try:
+                messages = await database_call(
+                    selectors.message_numbered, room_id=room_id, seqs=gaps
+                )
+                filled = [events.message_event(message) for message in messages]
+            except Exception:
+                logger.warning("could not read the gap of %s; sent past it", group, exc_info=True)
         async with self.sending:
             if self.sequencers.get(group) is not sequencer:
                 return  # the last socket left the room meanwhile
             try:
-                for event in sequencer.release():
+                for event in [*sequencer.fill(filled), *sequencer.release()]:
                     await self._send(group, event)
             except Exception:
                 logger.exception("fan-out failed on held messages of %s", group)

@@ -173,3 +173,10 @@ def message_since(*, room: Room, since: int, limit: int = CATCH_UP_PAGE_SIZE) ->
     A full page means there may be more: the caller asks again from its last id.
     """
     return list(message_queryset(room=room).filter(id__gt=since).order_by("id")[:limit])
+
+
+def message_numbered(*, room_id: int, seqs: list[int]) -> list[Message]:
+    """The room's visible messages with these numbers, in order: what a
+    process's fan-out fills a gap with (chat.fanout)."""
+    messages = Message.objects.filter(room_id=room_id, seq__in=seqs, hidden_at__isnull=True)
+    return list(messages.select_related("room", "user").order_by("seq"))

@@ -6,11 +6,13 @@ import pytest
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat import consumers, events, protocol
 from chat.events import RESEND_FIRST
 from chat.fanout import HOLD_SECONDS, get_fanout
+from chat.models import Message
 from tests.conftest import need_redis
 from tests.factories import make_member, make_messages
 from tests.ws import connect
@@ -132,23 +134,47 @@ async def test_a_rooms_first_live_message_waits_for_an_earlier_one_still_on_its_
         assert await receive_ids(client, 2) == [fourth.id, fifth.id]
 
 
-async def test_a_message_past_a_gap_that_never_fills_goes_out_after_a_short_wait(
+async def test_a_gap_that_does_not_fill_is_read_from_the_database_after_a_short_wait(
     channel_backend, user, room
 ):
+    """The earlier message's copy is late (its process's loop is busy) or was
+    lost with the layer: it goes out in its place, from the database, and its
+    copy, should it come after all, does not go out again."""
     await database_sync_to_async(make_member)(user, room)
     async with connect(user) as client:
         await client.join(room.slug)
-        first, lost, third = await database_sync_to_async(make_messages)(room, user, 3)
+        first, late, third = await database_sync_to_async(make_messages)(room, user, 3)
         await events.aroom_broadcast(room.id, protocol.message_frame(first))
         assert await receive_ids(client, 1) == [first.id]
         loop = asyncio.get_running_loop()
         sent_at = loop.time()
         await events.aroom_broadcast(room.id, protocol.message_frame(third))
-        assert await receive_ids(client, 1) == [third.id]
+        assert await receive_ids(client, 2) == [late.id, third.id]
         assert loop.time() - sent_at >= HOLD_SECONDS
-        # The missing one, late after all, still goes out (readers drop copies by id).
-        await events.aroom_broadcast(room.id, protocol.message_frame(lost))
-        assert await receive_ids(client, 1) == [lost.id]
+        await events.aroom_broadcast(room.id, protocol.message_frame(late))
+        fourth = (await database_sync_to_async(make_messages)(room, user, 1))[0]
+        await events.aroom_broadcast(room.id, protocol.message_frame(fourth))
+        assert await receive_ids(client, 1) == [fourth.id]
+
+
+async def test_a_gap_the_database_does_not_show_is_given_up_after_a_short_wait(
+    channel_backend, user, room
+):
+    """A hidden message is not read into a gap: the later ones go out without
+    it. A late copy that was not read from the database still goes out."""
+    await database_sync_to_async(make_member)(user, room)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        first, hidden, third = await database_sync_to_async(make_messages)(room, user, 3)
+        await database_sync_to_async(Message.objects.filter(id=hidden.id).update)(
+            hidden_at=timezone.now()
+        )
+        await events.aroom_broadcast(room.id, protocol.message_frame(first))
+        assert await receive_ids(client, 1) == [first.id]
+        await events.aroom_broadcast(room.id, protocol.message_frame(third))
+        assert await receive_ids(client, 1) == [third.id]
+        await events.aroom_broadcast(room.id, protocol.message_frame(hidden))
+        assert await receive_ids(client, 1) == [hidden.id]
 
 
 async def test_a_message_reaches_this_processs_sockets_once_whatever_the_layer_brings_back(
