@@ -150,7 +150,8 @@ class _Subscription:
     A subscription quiet for SWEEP_SECONDS sends a PING, and one that stays
     silent after it is taken for lost. A lost one fails its receives, the
     layer waits for Redis and says so (RECOVERED), and the next receive
-    subscribes again.
+    subscribes again. If Redis refuses the SUBSCRIBE itself (an ACL without
+    pub/sub), the process pops its channel instead, as before.
     """
 
     def __init__(self, layer: "ResilientRedisChannelLayer", index: int, key: str, channel: str):
@@ -160,6 +161,7 @@ class _Subscription:
         self.error: RedisError | OSError | None = None
         self.waiters: set[asyncio.Future] = set()
         self.connection = None
+        self.refused = False  # Redis refused the SUBSCRIBE itself
         self.task = self.loop.create_task(self._read_forever())
 
     async def wait(self) -> None:
@@ -194,7 +196,11 @@ class _Subscription:
         try:
             await connection.connect()
             await connection.send_command("SUBSCRIBE", self.key)
-            await connection.read_response(push_request=True)  # the subscription is taken
+            try:
+                await connection.read_response(push_request=True)  # the subscription is taken
+            except ResponseError:  # refused: an ACL without pub/sub, say
+                self.refused = True
+                raise
             await self._sweep()
             swept, pinged = self.loop.time(), False
             while True:
@@ -244,6 +250,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._recovery: asyncio.Future | None = None
         self._popped: dict[str, collections.deque] = {}  # channel key -> not yet handed out
         self._subscriptions: dict[str, _Subscription] = {}  # channel key -> its pushes
+        self._push = True  # until Redis refuses a subscription
         self._bzmpop = True  # until a Redis before 7.0 says it has no BZMPOP
         serializer = self._serializer
         # The one-script group_send writes what channels-redis would: msgpack,
@@ -261,7 +268,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             if message is not None:
                 return message
         try:
-            if "!" in channel and self._one_script:  # our scripts are what push
+            if "!" in channel and self._one_script and self._push:  # our scripts push
                 return await self._receive_pushed(channel)
             return await super().receive(channel)
         except (RedisError, OSError):
@@ -327,10 +334,17 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         try:
             while (message := self._buffered(channel)) is None:
                 await subscription.wait()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             if self._subscriptions.get(key) is subscription:
                 del self._subscriptions[key]  # the next receive subscribes again
-            raise
+            if not subscription.refused:
+                raise
+            # Subscribing again would fail again, and each failure would
+            # cost every socket a catch-up. Unsubscribed, the process's
+            # messages are stored for it (DELIVER): it pops them instead.
+            logger.warning("Redis refused SUBSCRIBE (%s); popping the channel instead", exc)
+            self._push = False
+            return await super().receive(channel)
         return message
 
     async def stop_receiving(self, channel: str) -> None:

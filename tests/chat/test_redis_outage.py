@@ -121,3 +121,19 @@ async def test_a_message_the_layer_refused_goes_out_once_redis_takes_it(private_
     event = receiving.result()
     assert (event["type"], event["id"]) == (events.ROOM_EVENT, 42)
     assert json.loads(event["text"])["body"] == "hello"
+
+
+async def test_a_redis_that_refuses_subscriptions_is_popped_from_instead(private_redis):
+    """An ACL without SUBSCRIBE: subscribing again would fail again, each time
+    sending every socket a catch-up. The process pops its channel instead."""
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.acl_setuser(
+        "default", enabled=True, nopass=True, commands=["+@all", "-subscribe"], keys=["*"]
+    )
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    for n in (1, 2):
+        await layer.send(channel, {"type": "hello", "n": n})
+        received = await asyncio.wait_for(layer.receive(channel), 10)
+        assert received == {"type": "hello", "n": n}
+    assert layer._push is False
