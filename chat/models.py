@@ -125,6 +125,25 @@ def next_seq(room_id: int) -> Combinable:
     return Coalesce(Subquery(last), 0) + 1
 
 
+class SendRate(models.Model):
+    """A user's send-rate limit on the socket, shared by every process: a
+    token bucket of SEND_BURST tokens refilled at SEND_RATE a second, kept as
+    the one number a generic cell-rate algorithm needs, the time the bucket
+    is full again. A message may go if that is at most (SEND_BURST - 1) /
+    SEND_RATE seconds away (a token is left), and pushes it 1 / SEND_RATE
+    later. Taken with the message's insert (chat.ratelimit)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    # Seconds since the epoch, by the posting process's clock (as created_at):
+    # a float, so that a token of a microsecond (a benchmark's limit) still counts.
+    full_at = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"send rate of user {self.user_id}"
+
+
 class AuditEntry(models.Model):
     """One moderation action, from any door (admin, API, socket). Never edited."""
 

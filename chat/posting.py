@@ -1,15 +1,14 @@
 """A socket's message, stored with the other posts of its turn of the event loop.
 
 Under load, a turn brings posts from many sockets. Each takes a token from its
-sender's send-rate bucket (Redis, chat.ratelimit), then is inserted
-(PostgreSQL, through the process's one database thread). One by one, that is
-a Redis round trip, a hop to the database thread and a PostgreSQL round trip
-per message, and the loop's share of each is what a busy process runs out
-of first (docs/performance.md). Here a round serves every post that came
-while the one before it was busy (chat.batching.Batch), in one hop to the
-database thread: one script call takes all their tokens, one statement
-stores them (services.message_insert_many). A lone post is a round of its
-own, at once.
+sender's send-rate bucket (chat.ratelimit) and is inserted, through the
+process's one database thread. One by one, that is a hop to the database
+thread and a PostgreSQL round trip and commit per message, and the loop's
+share of each is what a busy process runs out of first
+(docs/performance.md). Here a round serves every post that came while the
+one before it was busy (chat.batching.Batch), in one hop to the database
+thread and one statement that takes their tokens and stores them
+(services.message_insert_many). A lone post is a round of its own, at once.
 """
 
 import weakref
@@ -22,7 +21,6 @@ from chat import services
 from chat.batching import Batch, database_call
 from chat.exceptions import RateLimited
 from chat.models import Message, Room
-from chat.ratelimit import get_send_buckets
 from chat.sharedstate import per_loop
 
 
@@ -43,23 +41,9 @@ class _Post:
 
 
 def _store_round(posts: list[_Post]) -> dict[_Post, Message | RateLimited | None]:
-    """Each post: its message, RateLimited, or None (message_post decides).
-    In the database thread: its tokens, then the posts allowed."""
-    verdicts = get_send_buckets().take_many([post.user.pk for post in posts])
-    outcomes: dict[_Post, Message | RateLimited | None] = {}
-    allowed = []
-    for post, verdict in zip(posts, verdicts, strict=True):
-        if verdict.allowed:
-            allowed.append(post)
-            continue
-        retry_after = round(verdict.retry_after, 3)
-        outcomes[post] = RateLimited(
-            f"Too many messages: retry in {retry_after} s.", retry_after=retry_after
-        )
-    if allowed:
-        stored = services.message_insert_many([post.fields() for post in allowed])
-        outcomes.update(zip(allowed, stored, strict=True))
-    return outcomes
+    """Each post: its message, RateLimited, or None (message_post decides)."""
+    outcomes = services.message_insert_many([post.fields() for post in posts])
+    return dict(zip(posts, outcomes, strict=True))
 
 
 _rounds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop

@@ -1,32 +1,23 @@
-"""The per-user send rate limit of the socket: a token bucket shared by every process.
+"""Rate limits: the per-user send rate of the socket, and a bucket for one socket.
 
 Each user has a bucket of SEND_BURST tokens refilled at SEND_RATE per second;
-a message takes one. With REDIS_URL the bucket lives in Redis (one atomic
-script per round of posts), so a user with sockets on several processes gets
-one budget, not one per process. Without Redis there is one process: a dict.
-
-Tokens are taken in the database thread, just before the posts they guard
-are stored (chat.posting): from the event loop, a busy loop read Redis's
-answer late, and every post of the round waited for it.
+a message takes one. The bucket is a row of the database (chat.models.SendRate),
+so a user with sockets on several processes gets one budget, not one per
+process, and it is taken in the very statement that stores a round of posts
+(send_rate_sql, chat.services.message_insert_many): one round trip and one
+commit for both. It was a Redis script before, a round trip per round that was
+a third of the database thread's time and half a millisecond of every
+message's latency (docs/performance.md).
 """
 
-import logging
-import math
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from redis.exceptions import RedisError
+from django.db import connection
 
-from chat.sharedstate import shared_store, thread_client
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    allowed: bool
-    retry_after: float  # seconds until a token is back (0 when allowed)
+from chat.exceptions import RateLimited
+from chat.models import SendRate
 
 
 def _refill(tokens: float, stamp: float, now: float, rate: float, burst: float) -> float:
@@ -54,77 +45,105 @@ class TokenBucket:
         return True
 
 
-class LocalBuckets:
-    def __init__(self) -> None:
-        self.buckets: dict[int, tuple[float, float]] = {}
-
-    def take_many(self, user_ids: list[int]) -> list[Verdict]:
-        """A token from each user's bucket, in order (a user twice takes two).
-        From one thread at a time (the database thread)."""
-        return [self._take(user_id) for user_id in user_ids]
-
-    def _take(self, user_id: int) -> Verdict:
-        rate, burst, now = settings.SEND_RATE, settings.SEND_BURST, time.monotonic()
-        tokens, stamp = self.buckets.get(user_id, (burst, now))
-        tokens = _refill(tokens, stamp, now, rate, burst)
-        if tokens < 1:
-            self.buckets[user_id] = (tokens, now)
-            return Verdict(False, (1 - tokens) / rate)
-        self.buckets[user_id] = (tokens - 1, now)
-        return Verdict(True, 0.0)
+# --- the send rate, in the database ------------------------------------------------------
+# A bucket is the time it is full again (SendRate.full_at). With `step` =
+# 1 / SEND_RATE (what a token is worth in time) and `slack` = (SEND_BURST - 1) *
+# step, a message sent at `now` may go if full_at - now <= slack, and moves full_at
+# to max(full_at, now) + step. The SQL below takes these as parameters.
 
 
-# KEYS: buckets, one per take (a bucket twice takes twice). ARGV: rate, burst,
-# ttl (s). Returns {allowed, retry_after_ms} for each key, flat. The time is
-# Redis's own, so processes on several machines agree on it.
-TAKE_SCRIPT = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local verdicts = {}
-for _, key in ipairs(KEYS) do
-  local state = redis.call('HMGET', key, 'tokens', 'stamp')
-  local tokens = tonumber(state[1]) or burst
-  local stamp = tonumber(state[2]) or now
-  tokens = math.min(burst, tokens + math.max(0, now - stamp) * rate)
-  local allowed = 0
-  if tokens >= 1 then
-    tokens = tokens - 1
-    allowed = 1
-  end
-  redis.call('HSET', key, 'tokens', tokens, 'stamp', now)
-  redis.call('EXPIRE', key, ARGV[3])
-  verdicts[#verdicts + 1] = allowed
-  verdicts[#verdicts + 1] = allowed == 1 and 0 or math.ceil((1 - tokens) / rate * 1000)
-end
-return verdicts
-"""
+def send_rate_params() -> dict:
+    step = 1 / settings.SEND_RATE
+    return {"clock": time.time(), "step": step, "slack": (settings.SEND_BURST - 1) * step}
 
 
-class RedisBuckets:
-    def __init__(self, url: str, prefix: str) -> None:
-        self.prefix = prefix
-        # redis-py's blocking Script: EVALSHA, loaded again if Redis forgot it.
-        self.script = thread_client(url).register_script(TAKE_SCRIPT)
-
-    def take_many(self, user_ids: list[int]) -> list[Verdict]:
-        """A token from each user's bucket, in order, in one script call (a
-        round of posts, chat.posting). Blocking: for the database thread."""
-        rate, burst = settings.SEND_RATE, settings.SEND_BURST
-        ttl = math.ceil(burst / rate) + 1  # a full bucket needs no key
-        try:
-            verdicts = self.script(
-                keys=[f"{self.prefix}:sendrate:{user_id}" for user_id in user_ids],
-                args=[rate, burst, ttl],
-            )
-        except RedisError:
-            # Open, not shut: with Redis down, messages must still be stored.
-            logger.warning("send rate limit unavailable; allowing", exc_info=True)
-            return [Verdict(True, 0.0)] * len(user_ids)
-        return [
-            Verdict(bool(verdicts[2 * i]), verdicts[2 * i + 1] / 1000) for i in range(len(user_ids))
-        ]
+def rate_limited(retry_after: float) -> RateLimited:
+    retry_after = round(max(retry_after, 0.001), 3)
+    return RateLimited(f"Too many messages: retry in {retry_after} s.", retry_after=retry_after)
 
 
-def get_send_buckets() -> LocalBuckets | RedisBuckets:
-    return shared_store("send_buckets", redis=RedisBuckets, local=LocalBuckets)
+def send_rate_sql() -> str:
+    """The common table expressions that take the tokens of a round of posts
+    (PostgreSQL), for chat.services' one statement. They read `poster`, the
+    posts allowed otherwise (with user_id and n, their order), and define:
+
+    - `ranked`: each post with k, its rank among its user's posts of the round;
+    - `allowance`: for each sender, `took` tokens and the bucket's new
+      full_at; the bucket is updated (or made, full, for a first post) and
+      locked until the commit;
+    - `allowed`: the posts that took a token (k <= took).
+
+    A user may have several posts in a round (two sockets): they take tokens
+    in order, until none is left. Buckets are locked in user order, so that
+    two processes' rounds never wait for each other in a circle. A bucket
+    that another process made meanwhile is not seen: its user's posts are
+    left out of `allowance`, for send_rate_take.
+    """
+    table = SendRate._meta.db_table
+    return f"""
+        ranked AS (
+            SELECT poster.*, row_number() OVER (PARTITION BY user_id ORDER BY n) AS k
+            FROM poster
+        ),
+        locked AS (
+            SELECT b.user_id, b.full_at FROM {table} b
+            WHERE b.user_id IN (SELECT user_id FROM ranked)
+            ORDER BY b.user_id FOR UPDATE
+        ),
+        bucket AS (
+            -- A new bucket is full: as if full at this moment.
+            SELECT ranked.user_id, l.user_id IS NULL AS new, count(*) AS wanted,
+                   GREATEST(COALESCE(l.full_at, %(clock)s), %(clock)s) AS base
+            FROM ranked LEFT JOIN locked l ON l.user_id = ranked.user_id
+            GROUP BY ranked.user_id, l.user_id, l.full_at
+        ),
+        counted AS (
+            SELECT user_id, new, took, base + took * %(step)s AS full_at FROM (
+                SELECT bucket.*, LEAST(
+                    wanted, GREATEST(0, floor((%(clock)s + %(slack)s - base) / %(step)s) + 1)
+                ) AS took
+                FROM bucket
+            ) b
+        ),
+        made AS (
+            INSERT INTO {table} (user_id, full_at)
+            SELECT user_id, full_at FROM counted WHERE new
+            ON CONFLICT (user_id) DO NOTHING
+            RETURNING user_id
+        ),
+        taken AS (
+            UPDATE {table} b SET full_at = counted.full_at
+            FROM counted WHERE b.user_id = counted.user_id AND NOT counted.new
+        ),
+        allowance AS (
+            SELECT * FROM counted WHERE NOT new OR user_id IN (SELECT user_id FROM made)
+        ),
+        allowed AS (
+            SELECT ranked.* FROM ranked JOIN allowance USING (user_id)
+            WHERE ranked.k <= allowance.took
+        )
+    """  # noqa: S608 - the table name from the model; every value is a parameter
+
+
+def send_rate_take(user_id: int) -> RateLimited | None:
+    """One token from the user's bucket, made full if it is new, in one
+    statement (any database). None if taken; else RateLimited, saying when
+    one is back. For a post that the round's statement did not take for."""
+    table = SendRate._meta.db_table
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    params = {**send_rate_params(), "user": user_id}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (user_id, full_at) VALUES (%(user)s, %(clock)s + %(step)s)
+            ON CONFLICT (user_id) DO UPDATE
+            SET full_at = {greatest}({table}.full_at, %(clock)s) + %(step)s
+            WHERE {greatest}({table}.full_at, %(clock)s) - %(clock)s <= %(slack)s
+            RETURNING full_at
+            """,  # noqa: S608 - the table name from the model; every value is a parameter
+            params,
+        )
+        if cursor.fetchone() is not None:
+            return None
+    full_at = SendRate.objects.filter(user_id=user_id).values_list("full_at", flat=True).first()
+    return rate_limited((full_at or 0) - params["slack"] - params["clock"])

@@ -16,6 +16,7 @@ from django.utils.text import slugify
 
 from chat import events, metrics, protocol
 from chat.audit import Action, audit_record
+from chat.dbcursor import prepared_cursor
 from chat.exceptions import (
     Banned,
     BodyTooLong,
@@ -25,12 +26,14 @@ from chat.exceptions import (
     InvalidRoomName,
     Muted,
     OwnerCannotLeave,
+    RateLimited,
     RoomArchived,
     RoomExists,
     RoomLocked,
     UserNotFound,
 )
 from chat.models import BODY_MAX_LENGTH, Membership, Message, Room
+from chat.ratelimit import rate_limited, send_rate_params, send_rate_sql, send_rate_take
 from chat.roles import MANAGERS, OWNER, Role, is_staff, require_role
 
 # --- rooms ------------------------------------------------------------------------------
@@ -263,18 +266,21 @@ def _message_insert(
     return None
 
 
-def message_insert_many(posts: list[dict]) -> list[Message | None]:
+def message_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]:
     """The common case of message_post(**post) for each of `posts` (keyword
-    arguments), at once: each post's new message, or None where message_post
-    must be called to decide (the sender may not post now, a resent
-    client_id, a body to refuse, a number taken by another process meanwhile).
+    arguments), at once, each behind its sender's send rate (chat.ratelimit):
+    each post's new message; RateLimited when its sender has no token left;
+    or None where message_post must be called to decide (the sender may not
+    post now, a resent client_id, a number taken by another process
+    meanwhile), its token taken, or a body to refuse (no token).
 
     For the socket's posts of a turn of the event loop. On PostgreSQL, one
-    statement for them all (_insert_many_sql): one plan and one round trip.
-    Elsewhere (SQLite), and for a lone post (whose simpler statement plans
-    faster), a statement per post.
+    statement for them all (_insert_many_sql): one plan, one round trip and
+    one commit, tokens included. What it leaves undecided (a sender without a
+    bucket yet, a statement that failed as a whole), and everything elsewhere
+    (SQLite), is taken and stored post by post.
     """
-    stored: dict[int, Message] = {}
+    decided: dict[int, Message | RateLimited] = {}
     valid = []  # indexes in posts; message_post says what is wrong with the others
     for index, post in enumerate(posts):
         try:
@@ -282,40 +288,52 @@ def message_insert_many(posts: list[dict]) -> list[Message | None]:
         except ChatError:
             continue
         valid.append(index)
-    if connection.in_atomic_block:
-        valid = []  # message_post posts each alone, in savepoints
-    if connection.vendor == "postgresql" and len(valid) > 1:
+    alone = connection.in_atomic_block  # message_post posts each alone, in savepoints
+    if connection.vendor == "postgresql" and valid and not alone:
         together = _message_insert_together([posts[index] for index in valid])
-        stored.update((valid[number], message) for number, message in together.items())
-    else:
-        for index in valid:
+        decided.update((valid[number], outcome) for number, outcome in together.items())
+    for index in valid:  # a refused body takes no token: message_post says why
+        if index in decided:
+            continue
+        post = posts[index]
+        limited = send_rate_take(post["user"].pk)
+        if limited is not None:
+            decided[index] = limited
+        elif not alone:
             try:
-                message = _message_insert(**posts[index])
+                message = _message_insert(**post)
             except IntegrityError:  # a resent client_id
                 continue
             if message is not None:
-                stored[index] = message
-    metrics.MESSAGES_STORED.inc(len(stored))
-    return [stored.get(index) for index in range(len(posts))]
+                decided[index] = message
+    metrics.MESSAGES_STORED.inc(sum(isinstance(outcome, Message) for outcome in decided.values()))
+    return [decided.get(index) for index in range(len(posts))]
 
 
-def _message_insert_together(posts: list[dict]) -> dict[int, Message]:
-    """message_insert_many's one statement: the messages stored, by index."""
+def _message_insert_together(posts: list[dict]) -> dict[int, Message | RateLimited]:
+    """message_insert_many's one statement: by index, the messages stored and
+    the posts refused for their rate. Nothing if the statement failed."""
     now = timezone.now()
     fields = [_insert_params(**post, now=now) for post in posts]
-    # The parameters all posts share (now, the roles), and each post's in arrays.
+    # The parameters all posts share (now, the roles, the rate), and each post's in arrays.
+    rate = send_rate_params()
     params = fields[0] | {
         name: [post[name] for post in fields]
         for name in ("room", "user", "body", "client_id", "staff")
     }
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(_insert_many_sql(), params)
+        with prepared_cursor() as cursor:
+            cursor.execute(_insert_many_sql(), params | rate)
             rows = cursor.fetchall()
     except IntegrityError:  # a resent client_id, or a number taken meanwhile
         return {}
-    # (ordinality, id, seq): the position in posts counts from 1.
-    return {n - 1: _inserted((id_, seq), **posts[n - 1], now=now) for n, id_, seq in rows}
+    # (ordinality, id, seq, wait): the position in posts counts from 1.
+    return {
+        n - 1: _inserted((id_, seq), **posts[n - 1], now=now)
+        if id_ is not None
+        else rate_limited(wait)
+        for n, id_, seq, wait in rows
+    }
 
 
 def _insert_params(
@@ -398,10 +416,15 @@ def _insert_many_sql() -> str:
     in arrays: one text for any number of posts, planned once per round
     instead of once per post (the planning was most of a round's time).
 
+    The posts their senders may make (poster) take their send-rate tokens
+    (chat.ratelimit.send_rate_sql) in the same statement, so in the same
+    commit: a round that fails leaves its tokens untaken.
+
     The statement does not see its own rows: the posts allowed in a room take
     the numbers after its last, in their order (row_number), and are
     inserted in that order, so that ids rise with the numbers. Returns
-    (ordinality, id, seq) for each post stored.
+    (ordinality, id, seq, NULL) for each post stored and (ordinality, NULL,
+    NULL, seconds to wait) for each refused for its rate.
     """
     tables = {model: model._meta.db_table for model in (Message, Membership, Room)}
     # The arrays of the columns' own types: the indexes' comparisons.
@@ -429,20 +452,26 @@ def _insert_many_sql() -> str:
             WHERE {_MAY_POST.format(staff="p.staff")}
             FOR KEY SHARE OF r
         ),
+        {send_rate_sql()},
         numbered AS (
-            SELECT poster.*, row_number() OVER (PARTITION BY room_id ORDER BY n) + COALESCE(
-                (SELECT MAX(seq) FROM {tables[Message]} last WHERE last.room_id = poster.room_id), 0
+            SELECT a.*, row_number() OVER (PARTITION BY room_id ORDER BY n) + COALESCE(
+                (SELECT MAX(seq) FROM {tables[Message]} last WHERE last.room_id = a.room_id), 0
             ) AS seq
-            FROM poster
+            FROM allowed a
         ),
         inserted AS (
             INSERT INTO {tables[Message]} (room_id, user_id, body, client_id, created_at, seq)
             SELECT room_id, user_id, body, client_id, %(now)s, seq FROM numbered ORDER BY n
             RETURNING id, room_id, seq
         )
-        SELECT numbered.n, inserted.id, inserted.seq
+        SELECT numbered.n, inserted.id, inserted.seq, NULL::float8
         FROM inserted JOIN numbered USING (room_id, seq)
-        ORDER BY numbered.n
+        UNION ALL
+        -- The posts refused for their rate, with the seconds until a token is back.
+        SELECT ranked.n, NULL, NULL, allowance.full_at - %(slack)s - %(clock)s
+        FROM ranked JOIN allowance USING (user_id)
+        WHERE ranked.k > allowance.took
+        ORDER BY 1
     """  # noqa: S608 - table names from the models; every value is a parameter
 
 

@@ -1,9 +1,10 @@
 """Where the state that every server process must agree on lives.
 
-Presence and the send rate limit each have two stores: Redis when REDIS_URL
+Presence and the sockets' seats each have two stores: Redis when REDIS_URL
 is set (several processes act as one), else a dict in this one process (the
 in-memory channel layer cannot span more than one anyway). This module picks
-the store once per process, and hands out Redis clients per event loop.
+the store once per process, and hands out Redis clients per event loop. (The
+send rate limit lives in the database: chat.ratelimit.)
 """
 
 import asyncio
@@ -11,7 +12,6 @@ import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.commands.core import AsyncScript
@@ -88,28 +88,6 @@ def loop_client(url: str, **options: object) -> aioredis.Redis:
             url, **_pool_options(), connection_class=Connection, **options
         )
         client = clients[key] = aioredis.Redis.from_pool(pool)
-    return client
-
-
-# Seconds a blocking client (thread_client) waits for Redis: it blocks a thread,
-# the database thread for the send-rate tokens, which every socket needs.
-THREAD_CLIENT_TIMEOUT = 1.0
-_thread_clients: dict[str, redis.Redis] = {}
-
-
-def thread_client(url: str) -> redis.Redis:
-    """A blocking Redis client for `url`, for code that runs in a thread (its
-    pool is thread-safe): one per process. Its commands give up after
-    THREAD_CLIENT_TIMEOUT instead of holding the thread while Redis hangs."""
-    client = _thread_clients.get(url)
-    if client is None:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            **_pool_options(),
-            socket_timeout=THREAD_CLIENT_TIMEOUT,
-            socket_connect_timeout=THREAD_CLIENT_TIMEOUT,
-        )
-        client = _thread_clients.setdefault(url, redis.Redis(connection_pool=pool))
     return client
 
 

@@ -131,11 +131,18 @@ if DATABASE_URL:
         # per-thread connections (CONN_MAX_AGE) leak one connection per thread.
         # Django's pool (psycopg-pool) bounds them instead.
         database["CONN_MAX_AGE"] = 0
-        database.setdefault("OPTIONS", {})["pool"] = {
+        options = database.setdefault("OPTIONS", {})
+        options["pool"] = {
             "min_size": env_int("DB_POOL_MIN", 2),
             "max_size": env_int("DB_POOL_MAX", 20),
             "timeout": 10,
         }
+        # The socket's insert statement (chat.dbcursor) is prepared on each
+        # pooled connection after a few runs: planning it was most of its time.
+        # Django's own queries bind on the client and are never prepared.
+        # Behind PgBouncer in transaction mode, that needs PgBouncer 1.21+
+        # with max_prepared_statements set; or turn it off here.
+        options["prepare_threshold"] = 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None
         # One test database per test run, so that two runs side by side (two
         # checkouts, a helper script) do not drop each other's.
         database["TEST"] = {"NAME": f"test_{database['NAME']}_{os.getpid()}"}
@@ -219,7 +226,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # The socket's limits (docs/protocol.md, "Limits"). Sends: a token bucket per
-# user, shared by all processes: SEND_BURST at once, then SEND_RATE a second.
+# user, shared by all processes (a database row, chat.ratelimit): SEND_BURST at
+# once, then SEND_RATE a second.
 SEND_RATE = float(env_int("SEND_RATE", 5))
 SEND_BURST = float(env_int("SEND_BURST", 20))
 MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 16 * 1024)

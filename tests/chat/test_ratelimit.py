@@ -1,69 +1,134 @@
-"""The send-rate tokens (chat.ratelimit), taken in the database thread."""
+"""The send rate (chat.ratelimit): a bucket per user in the database, taken
+with the posts it guards."""
 
-import socket
 import threading
 import time
 
 import pytest
-from channels.db import database_sync_to_async
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 from chat import services
-from chat.ratelimit import RedisBuckets, get_send_buckets
-from chat.sharedstate import THREAD_CLIENT_TIMEOUT
-from tests.conftest import need_redis
+from chat.exceptions import RateLimited
+from chat.models import Message, SendRate
+from tests.conftest import need_postgres
 from tests.factories import make_member, make_user
-from tests.ws import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_redis_that_does_not_answer_holds_the_thread_briefly_then_lets_posts_through():
-    """A hung Redis must not hold the database thread, which every socket
-    needs: the take gives up after THREAD_CLIENT_TIMEOUT and, as when Redis
-    is down, allows (messages are stored without the limit)."""
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
-        port = silent.getsockname()[1]
-        buckets = RedisBuckets(f"redis://127.0.0.1:{port}/0", "silent")
-        verdicts = []
-        took = threading.Thread(target=lambda: verdicts.extend(buckets.take_many([1, 2])))
-        started = time.monotonic()
-        took.start()
-        took.join(timeout=10 * THREAD_CLIENT_TIMEOUT)
-        waited = time.monotonic() - started
-    assert not took.is_alive(), "the take is still waiting for Redis"
-    assert [verdict.allowed for verdict in verdicts] == [True, True]
-    assert waited >= THREAD_CLIENT_TIMEOUT * 0.9  # it did wait for an answer first
+@pytest.fixture
+def burst_of_three(settings):
+    # A token every 10 s: none comes back during a test, even on a slow machine.
+    settings.SEND_RATE = 0.1
+    settings.SEND_BURST = 3.0
 
 
-@pytest.mark.asyncio
-async def test_a_rounds_tokens_are_taken_in_the_database_thread_just_before_its_insert(
-    user, room, monkeypatch
+def _posts(member_room, *users) -> list[dict]:
+    return [
+        {"user": user, "room": member_room, "body": f"from {user.username}", "client_id": None}
+        for user in users
+    ]
+
+
+def _kinds(outcomes) -> list[str]:
+    return [type(outcome).__name__ for outcome in outcomes]
+
+
+def test_a_new_sender_has_a_full_bucket_then_is_refused_with_the_wait(burst_of_three, user, room):
+    make_member(user, room)
+    outcomes = [services.message_insert_many(_posts(room, user))[0] for _ in range(4)]
+    assert _kinds(outcomes) == ["Message", "Message", "Message", "RateLimited"]
+    # The next token is 10 s away, less the moment the posts took.
+    assert 9 < outcomes[-1].extra["retry_after"] <= 10
+    assert Message.objects.count() == 3
+
+
+def test_a_senders_posts_in_one_round_take_tokens_in_order_until_none_is_left(
+    burst_of_three, user, other_user, room
 ):
-    """From the event loop, a busy loop read Redis's answer late, and the
-    whole round waited for it (docs/performance.md)."""
-    need_redis()
-    order = []
-    original_take = get_send_buckets().take_many
-    insert_many = services.message_insert_many
+    make_member(user, room)
+    make_member(other_user, room)
+    services.message_insert_many(_posts(room, user, other_user))  # both have a bucket now
+    outcomes = services.message_insert_many(_posts(room, user, other_user, user, user, other_user))
+    # user had two tokens left, other_user two: the third post of user is refused.
+    assert _kinds(outcomes) == ["Message", "Message", "Message", "RateLimited", "Message"]
+    assert [message.seq for message in outcomes if isinstance(message, Message)] == [3, 4, 5, 6]
 
-    def take_many(user_ids):
-        order.append(("take", threading.get_ident()))
-        return original_take(user_ids)
 
-    def recording_insert_many(posts):
-        order.append(("insert", threading.get_ident()))
-        return insert_many(posts)
+def test_tokens_come_back_at_the_rate(burst_of_three, user, room):
+    make_member(user, room)
+    services.message_insert_many(_posts(room, user))
+    # As if the bucket had been emptied just under one token's time (10 s) ago...
+    SendRate.objects.filter(user=user).update(full_at=time.time() + 20 + 10 - 9.5)
+    refused = services.message_insert_many(_posts(room, user))[0]
+    assert isinstance(refused, RateLimited)
+    assert 0 < refused.extra["retry_after"] <= 0.5
+    # ...and just over.
+    SendRate.objects.filter(user=user).update(full_at=time.time() + 20 + 10 - 10.5)
+    assert isinstance(services.message_insert_many(_posts(room, user))[0], Message)
 
-    monkeypatch.setattr(get_send_buckets(), "take_many", take_many)
-    monkeypatch.setattr(services, "message_insert_many", recording_insert_many)
-    await database_sync_to_async(make_member)(user, room)
-    other = await database_sync_to_async(make_user)("bob")
-    await database_sync_to_async(make_member)(other, room)
-    async with connect(user) as alice, connect(other) as bob:
-        for client in (alice, bob):
-            await client.join(room.slug)
-        await alice.post(room.slug, "hello", "c-1")
-        assert (await bob.receive_until("message"))["body"] == "hello"
-    assert [step for step, _ in order] == ["take", "insert"]
-    assert len({thread for _, thread in order}) == 1
-    assert order[0][1] != threading.get_ident()  # not the event loop's
+
+def test_a_refused_body_takes_no_token(burst_of_three, user, room):
+    """An empty or oversized body is the client's mistake, counted by the
+    socket's error budget instead (chat.consumers)."""
+    make_member(user, room)
+    blank = {"user": user, "room": room, "body": "   ", "client_id": None}
+    outcomes = services.message_insert_many([blank] * 3 + _posts(room, user))
+    # message_post says what is wrong with the blank ones (None).
+    assert _kinds(outcomes) == ["NoneType", "NoneType", "NoneType", "Message"]
+    outcomes = services.message_insert_many(_posts(room, user, user, user))
+    assert _kinds(outcomes) == ["Message", "Message", "RateLimited"]
+
+
+def test_a_round_of_senders_with_buckets_is_one_statement(burst_of_three, user, other_user, room):
+    """Tokens and inserts in one round trip and one commit (PostgreSQL)."""
+    need_postgres()
+    make_member(user, room)
+    make_member(other_user, room)
+    services.message_insert_many(_posts(room, user, other_user))
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = services.message_insert_many(_posts(room, user, other_user, user))
+    assert _kinds(outcomes) == ["Message"] * 3
+    assert len(queries) == 1, [query["sql"] for query in queries]
+
+
+def test_processes_posting_for_one_user_at_once_share_the_burst(settings, user, room):
+    """Two processes' rounds for the same user (two sockets, two servers) run
+    at the same moment: together they get the burst, not one each."""
+    need_postgres()
+    settings.SEND_RATE = 0.01
+    settings.SEND_BURST = 10.0
+    make_member(user, room)
+    services.message_insert_many(_posts(room, user))  # the bucket exists: 9 tokens left
+    start = threading.Barrier(4)
+    outcomes = []
+
+    def post_round():
+        try:
+            start.wait()
+            outcomes.extend(services.message_insert_many(_posts(room, *[user] * 5)))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=post_round) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    stored = [outcome for outcome in outcomes if isinstance(outcome, Message)]
+    assert len(outcomes) == 20
+    assert len(stored) == 9
+    assert sum(isinstance(outcome, RateLimited) for outcome in outcomes) == 11
+    assert Message.objects.filter(user=user).count() == 10
+
+
+def test_every_user_has_a_budget_of_their_own(burst_of_three, user, room):
+    make_member(user, room)
+    others = [make_user(f"member{i}") for i in range(3)]
+    for other in others:
+        make_member(other, room)
+    for _ in range(3):
+        services.message_insert_many(_posts(room, user))
+    outcomes = services.message_insert_many(_posts(room, user, *others))
+    assert _kinds(outcomes) == ["RateLimited", "Message", "Message", "Message"]
