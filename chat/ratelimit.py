@@ -20,10 +20,6 @@ from chat.exceptions import RateLimited
 from chat.models import SendRate
 
 
-def _refill(tokens: float, stamp: float, now: float, rate: float, burst: float) -> float:
-    return min(burst, tokens + (now - stamp) * rate)
-
-
 @dataclass(slots=True)
 class TokenBucket:
     """One bucket in this process's memory (for what belongs to one socket)."""
@@ -37,7 +33,7 @@ class TokenBucket:
         now = time.monotonic()
         if self.tokens < 0:
             self.tokens, self.stamp = self.burst, now
-        self.tokens = _refill(self.tokens, self.stamp, now, self.rate, self.burst)
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < 1:
             return False
@@ -48,8 +44,10 @@ class TokenBucket:
 # --- the send rate, in the database ------------------------------------------------------
 # A bucket is the time it is full again (SendRate.full_at). With `step` =
 # 1 / SEND_RATE (what a token is worth in time) and `slack` = (SEND_BURST - 1) *
-# step, a message sent at `now` may go if full_at - now <= slack, and moves full_at
-# to max(full_at, now) + step. The SQL below takes these as parameters.
+# step, a message sent at `clock` may go if full_at - clock <= slack, and moves
+# full_at to max(full_at, clock) + step. The SQL below takes these as
+# parameters. The clock is the posting process's (as a message's created_at):
+# machines kept in time agree to milliseconds, and a token is 200 ms.
 
 
 def send_rate_params() -> dict:
