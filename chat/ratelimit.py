@@ -72,8 +72,9 @@ def send_rate_sql() -> str:
     - `allowed`: the posts that took a token (k <= took).
 
     A user may have several posts in a round (two sockets): they take tokens
-    in order, until none is left. Buckets are locked in user order, so that
-    two processes' rounds never wait for each other in a circle. A bucket
+    in order, until none is left. Buckets are locked (and made) in user
+    order, all before any message is stored, so that two processes' rounds
+    never wait for each other in a circle. A bucket
     that another process made meanwhile is not seen: its user's posts are
     left out of `allowance`, for send_rate_take.
     """
@@ -104,8 +105,10 @@ def send_rate_sql() -> str:
             ) b
         ),
         made AS (
+            -- In user order too: two rounds making the same buckets wait for
+            -- each other's in the same order.
             INSERT INTO {table} (user_id, full_at)
-            SELECT user_id, full_at FROM counted WHERE new
+            SELECT user_id, full_at FROM counted WHERE new ORDER BY user_id
             ON CONFLICT (user_id) DO NOTHING
             RETURNING user_id
         ),

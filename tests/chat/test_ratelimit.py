@@ -123,6 +123,40 @@ def test_processes_posting_for_one_user_at_once_share_the_burst(settings, user, 
     assert Message.objects.filter(user=user).count() == 10
 
 
+def test_rounds_making_the_same_new_buckets_at_once_share_the_burst(
+    burst_of_three, user, other_user, room
+):
+    """Two senders' first posts, in rounds of four processes at once, each
+    naming them in another order: every bucket is made once, nobody waits
+    in a circle, and each sender gets exactly the burst."""
+    need_postgres()
+    make_member(user, room)
+    make_member(other_user, room)
+    start = threading.Barrier(4)
+    outcomes, failures = [], []
+
+    def post_round(senders):
+        try:
+            start.wait()
+            outcomes.extend(services.message_insert_many(_posts(room, *senders)))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    orders = [[user, other_user] * 2, [other_user, user] * 2] * 2
+    threads = [threading.Thread(target=post_round, args=(order,)) for order in orders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert failures == []
+    assert len(outcomes) == 16
+    assert Message.objects.filter(user=user).count() == 3
+    assert Message.objects.filter(user=other_user).count() == 3
+    assert sum(isinstance(outcome, RateLimited) for outcome in outcomes) == 10
+
+
 def test_every_user_has_a_budget_of_their_own(burst_of_three, user, room):
     make_member(user, room)
     others = [make_user(f"member{i}") for i in range(3)]
