@@ -13,6 +13,7 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from chat import (
     daphne_frames,
@@ -32,6 +33,7 @@ from chat.exceptions import (
     TooManyErrors,
     TooManyRooms,
     TooManySockets,
+    Unavailable,
 )
 from chat.fanout import get_fanout
 from chat.heartbeat import get_heartbeat
@@ -51,6 +53,11 @@ CLOSE_TOO_MANY_ERRORS = 4008  # as 1008, policy violation
 # How long a sender waits for its message to come back through the fan-out
 # before it is acknowledged directly.
 ECHO_WAIT = 1.0
+# The database lost (PostgreSQL restarting, its connections dropped): what a
+# command then raises, and how long the client is told to wait before sending
+# it again. The failed connection is replaced for the next command.
+DATABASE_LOST = (OperationalError, InterfaceError)
+UNAVAILABLE_RETRY_AFTER = 1.0
 
 
 def _room_enter(*, user, slug: str) -> Room:
@@ -177,11 +184,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             command = protocol.parse_text(text_data)
             await self.commands[type(command)](self, command)
         except ChatError as exc:
-            ref = command.ref if command is not None else exc.ref
-            observe.error_sent(exc.code)
-            await self.send_frame(protocol.error_frame(exc, ref=ref))
+            await self._refuse_command(exc, command)
             if not self.error_budget.take():
                 await self._close_with(TooManyErrors(), CLOSE_TOO_MANY_ERRORS)
+        except DATABASE_LOST:
+            # Not the client's doing: no error budget spent, and the socket stays.
+            logger.warning("database unavailable for %s", type(command).__name__, exc_info=True)
+            await self._refuse_command(Unavailable(retry_after=UNAVAILABLE_RETRY_AFTER), command)
+
+    async def _refuse_command(self, error: ChatError, command: protocol.Command | None) -> None:
+        ref = command.ref if command is not None else error.ref
+        observe.error_sent(error.code)
+        await self.send_frame(protocol.error_frame(error, ref=ref))
 
     async def send_frame(self, frame: dict) -> None:
         await self.send_text(protocol.encode(frame))

@@ -137,6 +137,15 @@ class RateLimited(ChatError):
     default_detail = "Too many messages: slow down."
 
 
+class Unavailable(ChatError):
+    """The database could not be reached (restarting, its connections dropped):
+    nothing was done, and the same frame may be sent again shortly."""
+
+    code = "unavailable"
+    http_status = 503
+    default_detail = "The service is briefly unavailable: send again in a moment."
+
+
 class FrameTooLarge(ProtocolError):
     code = "frame_too_large"
     default_detail = "The frame is too large."

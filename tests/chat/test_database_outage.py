@@ -1,0 +1,76 @@
+"""PostgreSQL's connections lost under a live server (a PostgreSQL restart, a
+proxy dropping its connections): a post is refused with an error the client
+may retry, on the same socket, and is then stored once."""
+
+import asyncio
+import json
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from django.db import connection
+from rest_framework_simplejwt.tokens import AccessToken
+
+from chat.models import Message
+from tests.conftest import need_postgres
+from tests.factories import make_member
+from tests.servers import DaphneProcess
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def server():
+    need_postgres()
+    server = DaphneProcess()
+    server.start()
+    yield server
+    server.stop()
+    server.log.close()
+
+
+def _end_sessions(application_name: str) -> int:
+    """End every PostgreSQL session of the server: its pooled connections die
+    without it knowing, as they do when PostgreSQL restarts."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            [application_name],
+        )
+        return cursor.fetchone()[0]
+
+
+async def _post(socket, room: str, body: str, client_id: str) -> dict:
+    """Send a message; the server's answer to it: its copy, or an error."""
+    frame = {"type": "message", "room": room, "body": body, "client_id": client_id}
+    await socket.send(json.dumps(frame))
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        if frame.get("client_id") == client_id or frame.get("ref") == client_id:
+            return frame
+
+
+async def test_a_post_on_a_lost_database_connection_is_refused_then_stored_once(server, user, room):
+    await database_sync_to_async(make_member)(user, room)
+    token = await database_sync_to_async(lambda: str(AccessToken.for_user(user)))()
+    url, headers = f"ws://{server.address}/ws/chat/", {"Authorization": f"Bearer {token}"}
+    async with websockets.connect(url, additional_headers=headers) as socket:
+        await socket.send(json.dumps({"type": "join", "room": room.slug}))
+        assert (await _post(socket, room.slug, "before", "c-0"))["type"] == "message"
+        assert await database_sync_to_async(_end_sessions)(server.application_name) >= 1
+
+        # Each dead connection fails one post and is replaced: the client
+        # sends again, as it is told, until the message is stored.
+        refusals = []
+        for _ in range(30):
+            answer = await _post(socket, room.slug, "during", "c-1")
+            if answer["type"] == "message":
+                break
+            refusals.append(answer)
+        assert answer["type"] == "message"
+    assert refusals
+    assert {(frame["type"], frame["code"]) for frame in refusals} == {("error", "unavailable")}
+    assert all(frame["retry_after"] > 0 for frame in refusals)
+    bodies = await database_sync_to_async(list)(Message.objects.values_list("body", flat=True))
+    assert sorted(bodies) == ["before", "during"]
