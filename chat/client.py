@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 import websockets
@@ -162,9 +162,19 @@ class ChatClient:
             await self._on_message(frame)
         elif kind == "error":
             self.errors.append(frame)
-            # A send the server refused for good is not resent.
-            if frame.get("code") not in {"rate_limited"}:
-                self.pending.pop(frame.get("ref"), None)
+            code, ref = frame.get("code"), frame.get("ref")
+            if code == "unavailable" and ref in self.pending:
+                # Not stored just now: sent again after the wait the server asks for.
+                self._spawn(self._resend_later(ref, frame.get("retry_after", 1.0)))
+            elif code not in {"rate_limited"}:
+                # A send the server refused for good is not resent.
+                self.pending.pop(ref, None)
+
+    async def _resend_later(self, client_id: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        frame = self.pending.get(client_id)
+        if frame is not None:
+            await self._send(frame)
 
     async def _on_joined(self, frame: dict) -> None:
         room, page = frame["room"], frame["messages"]
@@ -223,8 +233,12 @@ class ChatClient:
         if state.stream.has_gap and not state.syncing and self._socket is not None:
             state.syncing = True
             state.gap_wait = min(state.gap_wait * 2, GAP_WAIT_MAX)
-            self._tasks.add(task := asyncio.ensure_future(self._join(room, state.stream.since)))
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._join(room, state.stream.since))
+
+    def _spawn(self, coroutine: Coroutine) -> None:
+        """Run in the background, held until done."""
+        self._tasks.add(task := asyncio.ensure_future(coroutine))
+        task.add_done_callback(self._tasks.discard)
 
     def _deliver(self, state: RoomState, message: dict) -> None:
         if message["id"] in state.seen:

@@ -267,6 +267,13 @@
     for (const clientId of state.pending.keys()) transmit(clientId);
   }
 
+  function resendLater(clientId, seconds) {
+    const delayMs = Math.max(Number(seconds) || 1, 0.5) * 1000;
+    setTimeout(() => {
+      if (state.pending.has(clientId) && state.joined) transmit(clientId);
+    }, delayMs);
+  }
+
   // The end of a mute, in the reader's zone: the time alone if it is today.
   function localDateTime(iso) {
     const date = new Date(iso);
@@ -663,6 +670,11 @@
 
   function onError(frame) {
     if (frame.ref != null && state.pending.has(frame.ref)) {
+      if (frame.code === "unavailable") {
+        // The server could not store it just now: sent again after the wait it asks for.
+        resendLater(frame.ref, frame.retry_after);
+        return;
+      }
       // Resending would fail the same way (muted, locked, too long...).
       failPending(frame.ref, sendFailureText(frame));
       return;

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
+from chat.client import ChatClient
 from chat.models import Message
 from tests.conftest import need_postgres
 from tests.factories import make_member
@@ -74,3 +75,23 @@ async def test_a_post_on_a_lost_database_connection_is_refused_then_stored_once(
     assert all(frame["retry_after"] > 0 for frame in refusals)
     bodies = await database_sync_to_async(list)(Message.objects.values_list("body", flat=True))
     assert sorted(bodies) == ["before", "during"]
+
+
+async def test_the_python_client_sends_a_refused_post_again_after_the_wait(server, user, room):
+    await database_sync_to_async(make_member)(user, room)
+    token = await database_sync_to_async(lambda: str(AccessToken.for_user(user)))()
+    client = ChatClient(f"ws://{server.address}/ws/chat/", token=token, rooms=[room.slug])
+    runner = asyncio.create_task(client.run())
+    try:
+        await client.wait_joined()
+        await client.wait_acked([await client.send(room.slug, "before")], timeout=10)
+        assert await database_sync_to_async(_end_sessions)(server.application_name) >= 1
+        during = [await client.send(room.slug, f"during {i}") for i in range(3)]
+        await client.wait_acked(during, timeout=20)
+    finally:
+        await client.close()
+        await asyncio.wait_for(runner, 5)
+    assert {error["code"] for error in client.errors} == {"unavailable"}
+    assert client.connections == 1  # on the same socket throughout
+    bodies = await database_sync_to_async(list)(Message.objects.values_list("body", flat=True))
+    assert sorted(bodies) == ["before", "during 0", "during 1", "during 2"]
