@@ -1,16 +1,16 @@
 """The send rate (chat.ratelimit): a bucket per user in the database, taken
 with the posts it guards."""
 
-import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat import services
 from chat.exceptions import RateLimited
 from chat.models import Message, SendRate
+from tests.concurrency import run_at_once
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room, make_user
 
@@ -111,21 +111,12 @@ def test_processes_posting_for_one_user_at_once_share_the_burst(settings, user, 
     for target in rooms:
         make_member(user, target)
     services.message_insert_many(_posts(room, user))  # the bucket exists: 9 tokens left
-    start = threading.Barrier(len(rooms))
     outcomes = []
 
     def post_round(target):
-        try:
-            start.wait()
-            outcomes.extend(services.message_insert_many(_posts(target, *[user] * 5)))
-        finally:
-            connections.close_all()
+        outcomes.extend(services.message_insert_many(_posts(target, *[user] * 5)))
 
-    threads = [threading.Thread(target=post_round, args=(target,)) for target in rooms]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    assert run_at_once(post_round, [(target,) for target in rooms]) == []
     assert len(outcomes) == 20
     assert sum(isinstance(outcome, Message) for outcome in outcomes) == 9
     assert sum(isinstance(outcome, RateLimited) for outcome in outcomes) == 11
@@ -141,25 +132,13 @@ def test_rounds_making_the_same_new_buckets_at_once_share_the_burst(
     need_postgres()
     make_member(user, room)
     make_member(other_user, room)
-    start = threading.Barrier(4)
-    outcomes, failures = [], []
+    outcomes = []
 
     def post_round(senders):
-        try:
-            start.wait()
-            outcomes.extend(services.message_insert_many(_posts(room, *senders)))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            failures.append(exc)
-        finally:
-            connections.close_all()
+        outcomes.extend(services.message_insert_many(_posts(room, *senders)))
 
     orders = [[user, other_user] * 2, [other_user, user] * 2] * 2
-    threads = [threading.Thread(target=post_round, args=(order,)) for order in orders]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert failures == []
+    assert run_at_once(post_round, [(order,) for order in orders]) == []
     assert len(outcomes) == 16
     assert sum(isinstance(outcome, RateLimited) for outcome in outcomes) == 10
     _assert_stored_or_left(outcomes, [user, other_user], 6)
