@@ -316,14 +316,17 @@ def _message_insert_together(posts: list[dict]) -> dict[int, Message | RateLimit
     now = timezone.now()
     fields = [_insert_params(**post, now=now) for post in posts]
     # The parameters all posts share (now, the roles, the rate), and each post's in arrays.
-    rate = send_rate_params()
-    params = fields[0] | {
-        name: [post[name] for post in fields]
-        for name in ("room", "user", "body", "client_id", "staff")
-    }
+    params = (
+        fields[0]
+        | send_rate_params()
+        | {
+            name: [post[name] for post in fields]
+            for name in ("room", "user", "body", "client_id", "staff")
+        }
+    )
     try:
         with prepared_cursor() as cursor:
-            cursor.execute(_insert_many_sql(), params | rate)
+            cursor.execute(_insert_many_sql(), params)
             rows = cursor.fetchall()
     except IntegrityError:  # a resent client_id, or a number taken meanwhile
         return {}
