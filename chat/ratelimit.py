@@ -74,9 +74,9 @@ def send_rate_sql() -> str:
     A user may have several posts in a round (two sockets): they take tokens
     in order, until none is left. Buckets are locked (and made) in user
     order, all before any message is stored, so that two processes' rounds
-    never wait for each other in a circle. A bucket
-    that another process made meanwhile is not seen: its user's posts are
-    left out of `allowance`, for send_rate_take.
+    never wait for each other in a circle. A bucket that another process
+    made meanwhile is not seen: its user's posts are left out of
+    `allowance`, for send_rate_take.
     """
     table = SendRate._meta.db_table
     return f"""
