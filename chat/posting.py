@@ -1,20 +1,19 @@
 """A socket's message, stored with the other posts of its turn of the event loop.
 
 Under load, a turn brings posts from many sockets. Each takes a token from its
-sender's send-rate bucket (chat.ratelimit) and is inserted, through the
-process's one database thread. One by one, that is a hop to the database
-thread and a PostgreSQL round trip and commit per message, and the loop's
-share of each is what a busy process runs out of first
-(docs/performance.md). Here a round serves every post that came while the
-one before it was busy (chat.batching.Batch), in one hop to the database
-thread and one statement that takes their tokens and stores them
-(services.message_insert_many). A lone post is a round of its own, at once.
+sender's send-rate bucket (chat.ratelimit) and is inserted. One by one, that
+is a PostgreSQL round trip and commit per message (and a hop to the database
+thread and back), and the loop's share of each is what a busy process runs
+out of first (docs/performance.md). Here a round serves every post that came
+while the one before it was busy (chat.batching.Batch), with one statement
+that takes their tokens and stores them, run by the event loop itself on
+PostgreSQL (services.amessage_insert_many). A lone post is a round of its
+own, at once.
 """
 
 import weakref
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 
 from chat import services
@@ -40,9 +39,9 @@ class _Post:
         }
 
 
-def _store_round(posts: list[_Post]) -> dict[_Post, Message | RateLimited | None]:
+async def _store_round(posts: list[_Post]) -> dict[_Post, Message | RateLimited | None]:
     """Each post: its message, RateLimited, or None (message_post decides)."""
-    outcomes = services.message_insert_many([post.fields() for post in posts])
+    outcomes = await services.amessage_insert_many([post.fields() for post in posts])
     return dict(zip(posts, outcomes, strict=True))
 
 
@@ -56,7 +55,7 @@ async def post_message(
     sender's send-rate limit (RateLimited), with the posts of its turn. The
     message returned, new or resent, is the caller's to broadcast."""
     post = _Post(user, room, body, client_id)
-    outcome = await per_loop(_rounds, lambda: Batch(database_sync_to_async(_store_round))).get(post)
+    outcome = await per_loop(_rounds, lambda: Batch(_store_round)).get(post)
     if isinstance(outcome, RateLimited):
         raise outcome
     if outcome is None:  # message_post says why not, or finds the resent message

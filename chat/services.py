@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from datetime import UTC
 from functools import cache
 
+from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
@@ -15,6 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from chat import events, metrics, protocol
+from chat.asyncdb import loop_connection
 from chat.audit import Action, audit_record
 from chat.dbcursor import prepared_cursor
 from chat.exceptions import (
@@ -274,27 +276,69 @@ def message_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]
     post now, a resent client_id, a number taken by another process
     meanwhile), its token taken, or a body to refuse (no token).
 
-    For the socket's posts of a turn of the event loop. On PostgreSQL, one
-    statement for them all (_insert_many_sql): one plan, one round trip and
-    one commit, tokens included. What it leaves undecided (a sender without a
-    bucket yet, a statement that failed as a whole), and everything elsewhere
-    (SQLite), is taken and stored post by post.
+    On PostgreSQL, one statement for them all (_insert_many_sql): one plan,
+    one round trip and one commit, tokens included. What it leaves undecided
+    (a sender without a bucket yet, a statement that failed as a whole), and
+    everything elsewhere (SQLite), is taken and stored post by post.
     """
+    valid = _valid_posts(posts)
+    alone = connection.in_atomic_block  # message_post posts each alone, in savepoints
     decided: dict[int, Message | RateLimited] = {}
-    valid = []  # indexes in posts; message_post says what is wrong with the others
+    if connection.vendor == "postgresql" and valid and not alone:
+        statement = _InsertMany(posts, valid)
+        try:
+            with prepared_cursor() as cursor:
+                cursor.execute(statement.sql, statement.params)
+                rows = cursor.fetchall()
+        except IntegrityError:  # a resent client_id, or a number taken meanwhile
+            rows = []
+        decided = statement.outcomes(rows)
+    decided |= _message_insert_each(posts, [i for i in valid if i not in decided], alone=alone)
+    return _counted(decided, len(posts))
+
+
+async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]:
+    """message_insert_many from the event loop, for the socket's posts of a
+    turn (chat.posting). On PostgreSQL the statement runs on the loop's own
+    connection (chat.asyncdb), without a hop to the database thread; only
+    what it leaves undecided goes there. Elsewhere, all of it goes there."""
+    if connection.vendor != "postgresql":
+        return await database_sync_to_async(message_insert_many)(posts)
+    valid = _valid_posts(posts)
+    decided: dict[int, Message | RateLimited] = {}
+    if valid:
+        statement = _InsertMany(posts, valid)
+        try:
+            rows = await loop_connection().fetchall(statement.sql, statement.params)
+        except IntegrityError:
+            rows = []
+        decided = statement.outcomes(rows)
+    undecided = [i for i in valid if i not in decided]
+    if undecided:
+        decided |= await database_sync_to_async(_message_insert_each)(posts, undecided)
+    return _counted(decided, len(posts))
+
+
+def _valid_posts(posts: list[dict]) -> list[int]:
+    """The indexes of the posts whose body may be stored: message_post says
+    what is wrong with the others, and they take no token."""
+    valid = []
     for index, post in enumerate(posts):
         try:
             message_validate_body(post["body"])
         except ChatError:
             continue
         valid.append(index)
-    alone = connection.in_atomic_block  # message_post posts each alone, in savepoints
-    if connection.vendor == "postgresql" and valid and not alone:
-        together = _message_insert_together([posts[index] for index in valid])
-        decided.update((valid[number], outcome) for number, outcome in together.items())
-    for index in valid:  # a refused body takes no token: message_post says why
-        if index in decided:
-            continue
+    return valid
+
+
+def _message_insert_each(
+    posts: list[dict], indexes: list[int], *, alone: bool = False
+) -> dict[int, Message | RateLimited]:
+    """The posts at `indexes` one by one: each takes its token, then is
+    stored, unless `alone` (in a transaction: message_post stores it)."""
+    decided: dict[int, Message | RateLimited] = {}
+    for index in indexes:
         post = posts[index]
         limited = send_rate_take(post["user"].pk)
         if limited is not None:
@@ -306,37 +350,48 @@ def message_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]
                 continue
             if message is not None:
                 decided[index] = message
+    return decided
+
+
+def _counted(
+    decided: dict[int, Message | RateLimited], count: int
+) -> list[Message | RateLimited | None]:
     metrics.MESSAGES_STORED.inc(sum(isinstance(outcome, Message) for outcome in decided.values()))
-    return [decided.get(index) for index in range(len(posts))]
+    return [decided.get(index) for index in range(count)]
 
 
-def _message_insert_together(posts: list[dict]) -> dict[int, Message | RateLimited]:
-    """message_insert_many's one statement: by index, the messages stored and
-    the posts refused for their rate. Nothing if the statement failed."""
-    now = timezone.now()
-    fields = [_insert_params(**post, now=now) for post in posts]
-    # The parameters all posts share (now, the roles, the rate), and each post's in arrays.
-    params = (
-        fields[0]
-        | send_rate_params()
-        | {
-            name: [post[name] for post in fields]
-            for name in ("room", "user", "body", "client_id", "staff")
-        }
-    )
-    try:
-        with prepared_cursor() as cursor:
-            cursor.execute(_insert_many_sql(), params)
-            rows = cursor.fetchall()
-    except IntegrityError:  # a resent client_id, or a number taken meanwhile
-        return {}
-    # (ordinality, id, seq, wait): the position in posts counts from 1.
-    return {
-        n - 1: _inserted((id_, seq), **posts[n - 1], now=now)
-        if id_ is not None
-        else rate_limited(wait)
-        for n, id_, seq, wait in rows
-    }
+class _InsertMany:
+    """_insert_many_sql for the posts at `valid` of `posts`, and what its rows say."""
+
+    def __init__(self, posts: list[dict], valid: list[int]) -> None:
+        self.posts = [posts[index] for index in valid]
+        self.indexes = valid
+        self.now = timezone.now()
+        fields = [_insert_params(**post, now=self.now) for post in self.posts]
+        self.sql = _insert_many_sql()
+        # The parameters all posts share (now, the roles, the rate), and each post's in arrays.
+        self.params = (
+            fields[0]
+            | send_rate_params()
+            | {
+                name: [post[name] for post in fields]
+                for name in ("room", "user", "body", "client_id", "staff")
+            }
+        )
+
+    def outcomes(self, rows: list[tuple]) -> dict[int, Message | RateLimited]:
+        """By index in the round's posts: the messages stored and the posts
+        refused for their rate. Nothing if the statement failed (no rows)."""
+        # (ordinality, id, seq, wait): the position among the valid posts, from 1.
+        outcomes = {}
+        for n, id_, seq, wait in rows:
+            post = self.posts[n - 1]
+            outcomes[self.indexes[n - 1]] = (
+                _inserted((id_, seq), **post, now=self.now)
+                if id_ is not None
+                else rate_limited(wait)
+            )
+        return outcomes
 
 
 def _insert_params(

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from chat.asyncdb import close_loop_connection
 from chat.fanout import close_fanout
 from chat.heartbeat import close_heartbeat
 from chat.models import Room
@@ -83,10 +84,12 @@ async def _fanout_stops_with_the_loop():
     and its heartbeat. The database thread gives its connection back too:
     Channels' communicator keeps database_sync_to_async from closing it while
     the application runs, and a connection still out of the pool keeps the
-    test database from being dropped."""
+    test database from being dropped; so does the loop's own connection
+    (chat.asyncdb)."""
     yield
     await close_fanout()
     close_heartbeat()
+    close_loop_connection()
     await database_sync_to_async(close_old_connections)()
 
 

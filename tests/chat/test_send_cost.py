@@ -11,7 +11,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat import events, services
-from tests.conftest import need_redis
+from chat.asyncdb import LoopConnection
+from chat.models import Message
+from tests.conftest import need_postgres, need_redis
 from tests.factories import make_member, make_user
 from tests.spies import record_calls
 from tests.ws import connect
@@ -66,20 +68,12 @@ async def test_posts_of_one_turn_are_stored_in_one_call_and_published_in_one(
     user, other_user, room, monkeypatch
 ):
     """Under load, a turn of the event loop brings many sockets' posts: they
-    share one hop to the database thread and one call that takes their
-    send-rate tokens and stores them (chat.posting; one statement on
-    PostgreSQL, tests/chat/test_ratelimit.py), and one publish call
-    (chat.events)."""
+    share one call that takes their send-rate tokens and stores them
+    (chat.posting; one statement on PostgreSQL, tests/chat/test_ratelimit.py),
+    and one publish call (chat.events)."""
     need_redis()
     published = record_calls(monkeypatch, get_channel_layer(), "group_send_many")
-    stored = []
-    insert_many = services.message_insert_many
-
-    def recording_insert_many(posts):
-        stored.append([post["body"] for post in posts])
-        return insert_many(posts)
-
-    monkeypatch.setattr(services, "message_insert_many", recording_insert_many)
+    stored = record_calls(monkeypatch, services, "amessage_insert_many")
     third = await database_sync_to_async(make_user)("carol")
     async with connect(user) as a, connect(other_user) as b, connect(third) as c:
         for client in (a, b, c):
@@ -92,8 +86,39 @@ async def test_posts_of_one_turn_are_stored_in_one_call_and_published_in_one(
         for client in (a, b, c):
             bodies = [(await client.receive_until("message"))["body"] for _ in range(3)]
             assert sorted(bodies) == ["from 0", "from 1", "from 2"]
-    assert stored == [["from 0", "from 1", "from 2"]]
+    assert [[post["body"] for post in call] for call in stored] == [["from 0", "from 1", "from 2"]]
     assert [[event["seq"] for _, event in call] for call in published] == [[1, 2, 3]]
+
+
+@pytest.mark.asyncio
+async def test_a_turns_posts_are_one_statement_on_the_loops_own_connection(
+    user, other_user, room, monkeypatch
+):
+    """On PostgreSQL the event loop runs the round's statement itself
+    (chat.asyncdb): no hop to the database thread, and one statement for the
+    posts of a turn, whichever sockets they came from."""
+    need_postgres()
+    statements = []
+    fetchall = LoopConnection.fetchall
+
+    async def recording_fetchall(self, query, params):
+        statements.append(params["body"])
+        return await fetchall(self, query, params)
+
+    monkeypatch.setattr(LoopConnection, "fetchall", recording_fetchall)
+    async with connect(user) as a, connect(other_user) as b:
+        for client in (a, b):
+            await client.join(room.slug)
+        await events.apresence_flush(room.id)
+        in_thread = record_calls(monkeypatch, services, "message_insert_many")
+        await asyncio.gather(a.post(room.slug, "one"), b.post(room.slug, "two"))
+        for client in (a, b):
+            bodies = [(await client.receive_until("message"))["body"] for _ in range(2)]
+            assert bodies == ["one", "two"]
+    assert statements == [["one", "two"]]
+    assert in_thread == []
+    rows = Message.objects.filter(room=room).order_by("seq").values_list("seq", "body")
+    assert [row async for row in rows] == [(1, "one"), (2, "two")]
 
 
 @pytest.mark.asyncio

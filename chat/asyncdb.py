@@ -1,0 +1,98 @@
+"""The event loop's own PostgreSQL connection, for the socket's hot statement.
+
+Django runs every query in a thread. From the event loop that is a hop to
+the process's database thread and a hop back, and while the loop fans
+messages out, the thread waits for the GIL at each step of its query: under
+load, the round's one statement (chat.posting) took 2.4 to 2.8 ms there,
+against about 1 ms in a plain process, and the hop back another 1.3 to 1.9
+(docs/performance.md). That statement is raw SQL already, so the loop runs
+it itself, on an asynchronous psycopg connection: one per event loop, made
+from the settings' connection parameters (the test database's, in tests),
+in autocommit, kept from one round to the next, and replaced when it breaks.
+
+Errors come out as Django's (django.db.utils), so that callers treat them as
+they treat the ORM's: a lost connection is an OperationalError.
+"""
+
+import asyncio
+import weakref
+from typing import Any
+
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg import pq, sql
+
+from chat.sharedstate import per_loop
+
+# As the pool's timeout (chatsite.settings): a PostgreSQL that does not answer
+# fails the round instead of holding it.
+CONNECT_TIMEOUT = 10
+
+
+class LoopConnection:
+    """One event loop's connection to the database `alias`, opened on first use."""
+
+    def __init__(self, alias: str = DEFAULT_DB_ALIAS) -> None:
+        self.alias = alias
+        self.connection: psycopg.AsyncConnection | None = None
+        self.opening = asyncio.Lock()
+
+    async def fetchall(self, query: str, params: dict[str, Any]) -> list[tuple]:
+        """The rows of one statement, run in autocommit: its own transaction."""
+        with connections[self.alias].wrap_database_errors:
+            connection = await self._open()
+            try:
+                cursor = await connection.execute(query, params)
+                return await cursor.fetchall()
+            except BaseException:
+                # A connection left mid-statement (a cancelled round) or broken
+                # is not the next round's: closed here, the next one opens
+                # another. After a failed statement in autocommit it is idle.
+                if connection.info.transaction_status != pq.TransactionStatus.IDLE:
+                    self.close()
+                raise
+
+    async def _open(self) -> psycopg.AsyncConnection:
+        async with self.opening:
+            if self.connection is None or self.connection.closed:
+                self.connection = await self._connect()
+            return self.connection
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        database = connections[self.alias]
+        # Django's own (the test database's name in tests; prepare_threshold,
+        # so that the statement is prepared on this connection as on the
+        # pool's), less its cursor class, which is for synchronous connections.
+        params = database.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        connection = await psycopg.AsyncConnection.connect(autocommit=True, **params)
+        # As Django does on its connections. Its time zone is not needed: the
+        # statements here read and write no local times.
+        role = database.settings_dict["OPTIONS"].get("assume_role")
+        if role:
+            await connection.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        return connection
+
+    def close(self) -> None:
+        if self.connection is not None:
+            # AsyncConnection.close() only finishes the connection, and a
+            # coroutine could not be awaited here while a round is cancelled.
+            self.connection.pgconn.finish()
+            self.connection = None
+
+
+_connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
+
+
+def loop_connection() -> LoopConnection:
+    """The running event loop's connection to the default database."""
+    return per_loop(_connections, LoopConnection)
+
+
+def close_loop_connection() -> None:
+    """Close the running loop's connection, if it has one (a loop that ends:
+    tests; a database that must be dropped)."""
+    connection = _connections.pop(asyncio.get_running_loop(), None)
+    if connection is not None:
+        connection.close()
