@@ -131,6 +131,11 @@ if DATABASE_URL:
         # per-thread connections (CONN_MAX_AGE) leak one connection per thread.
         # Django's pool (psycopg-pool) bounds them instead.
         database["CONN_MAX_AGE"] = 0
+        # With the pool, Django checks a connection (an empty query) as it leaves
+        # the pool: after a PostgreSQL restart the pool replaces its dead ones
+        # instead of failing a request with each. The sockets' messages do not
+        # pay for it: they run on the event loop's own connection (chat.asyncdb).
+        database["CONN_HEALTH_CHECKS"] = True
         options = database.setdefault("OPTIONS", {})
         options["pool"] = {
             "min_size": env_int("DB_POOL_MIN", 2),

@@ -4,6 +4,8 @@ may retry, on the same socket, and is then stored once."""
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 
 import pytest
 import websockets
@@ -95,3 +97,25 @@ async def test_the_python_client_sends_a_refused_post_again_after_the_wait(serve
     assert client.connections == 1  # on the same socket throughout
     bodies = await database_sync_to_async(list)(Message.objects.values_list("body", flat=True))
     assert sorted(bodies) == ["before", "during 0", "during 1", "during 2"]
+
+
+def _get(url: str, token: str) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+async def test_requests_after_the_sessions_end_get_fresh_connections_from_the_pool(
+    server, user, room
+):
+    """The pool checks a connection as it hands it out (CONN_HEALTH_CHECKS):
+    a dead one is replaced, not given to a request that then fails."""
+    token = await database_sync_to_async(lambda: str(AccessToken.for_user(user)))()
+    url = f"http://{server.address}/api/rooms/"
+    assert await asyncio.to_thread(_get, url, token) == 200
+    assert await database_sync_to_async(_end_sessions)(server.application_name) >= 1
+    statuses = [await asyncio.to_thread(_get, url, token) for _ in range(5)]
+    assert statuses == [200] * 5
