@@ -230,7 +230,9 @@ def message_post(
     return message, True
 
 
-# Tries of the one-statement insert before the post takes the room's lock.
+# Tries of a statement that inserts posts (one, or a round of them) when another
+# process took the same numbers first. A round then leaves its posts to be
+# stored one by one; a post, to take the room's lock.
 INSERT_TRIES = 3
 
 
@@ -259,7 +261,7 @@ def _message_insert(
                 cursor.execute(_insert_sql(), params)
                 row = cursor.fetchone()
         except IntegrityError as exc:
-            if _constraint_of(exc) == "message_unique_room_seq":
+            if _numbers_taken(exc):
                 continue  # another post took this number first
             raise
         if row is None:
@@ -286,12 +288,16 @@ def message_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]
     decided: dict[int, Message | RateLimited] = {}
     if connection.vendor == "postgresql" and valid and not alone:
         statement = _InsertMany(posts, valid)
-        try:
-            with prepared_cursor() as cursor:
-                cursor.execute(statement.sql, statement.params)
-                rows = cursor.fetchall()
-        except IntegrityError:  # a resent client_id, or a number taken meanwhile
-            rows = []
+        rows = []
+        for _ in range(INSERT_TRIES):
+            try:
+                with prepared_cursor() as cursor:
+                    cursor.execute(statement.sql, statement.params)
+                    rows = cursor.fetchall()
+                break
+            except IntegrityError as exc:
+                if not _numbers_taken(exc):
+                    break
         decided = statement.outcomes(rows)
     decided |= _message_insert_each(posts, [i for i in valid if i not in decided], alone=alone)
     return _counted(decided, len(posts))
@@ -308,10 +314,14 @@ async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited 
     decided: dict[int, Message | RateLimited] = {}
     if valid:
         statement = _InsertMany(posts, valid)
-        try:
-            rows = await loop_connection().fetchall(statement.sql, statement.params)
-        except IntegrityError:
-            rows = []
+        rows = []
+        for _ in range(INSERT_TRIES):
+            try:
+                rows = await loop_connection().fetchall(statement.sql, statement.params)
+                break
+            except IntegrityError as exc:
+                if not _numbers_taken(exc):
+                    break
         decided = statement.outcomes(rows)
     undecided = [i for i in valid if i not in decided]
     if undecided:
@@ -531,6 +541,15 @@ def _insert_many_sql() -> str:
         WHERE ranked.k > allowance.took
         ORDER BY 1
     """  # noqa: S608 - table names from the models; every value is a parameter
+
+
+def _numbers_taken(exc: IntegrityError) -> bool:
+    """Did a statement fail because another took the room's next numbers
+    first (another process's round, committed after this one's read)? Run
+    again, it reads them afresh, and its tokens, untaken, are taken then.
+    Any other failure (a resent client_id) is the posts' own: they are then
+    decided one by one."""
+    return _constraint_of(exc) == "message_unique_room_seq"
 
 
 def _constraint_of(exc: IntegrityError) -> str | None:

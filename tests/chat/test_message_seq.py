@@ -1,9 +1,16 @@
 """Each room numbers its messages 1, 2, 3... in commit order (Message.seq), so that
 clients can tell a missing message from a message of another room."""
 
+import threading
+import time
+
+import psycopg
 import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
 
 from chat import protocol, services
+from chat.asyncdb import close_loop_connection
 from chat.models import Message
 from tests.concurrency import run_at_once
 from tests.conftest import need_postgres
@@ -47,3 +54,75 @@ def test_concurrent_posts_take_distinct_numbers_in_commit_order(room):
     rows = list(Message.objects.filter(room=room).order_by("id").values_list("seq", flat=True))
     # No gaps, no repeats, and id order is seq order.
     assert rows == list(range(1, 61))
+
+
+async def _on_a_loop(posts: list[dict]) -> list:
+    try:
+        return await services.amessage_insert_many(posts)
+    finally:
+        close_loop_connection()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "insert_many",
+    [services.message_insert_many, async_to_sync(_on_a_loop)],
+    ids=["database thread", "event loop"],
+)
+def test_a_round_whose_number_another_took_meanwhile_runs_again(
+    insert_many, user, room, monkeypatch
+):
+    """Another process's insert commits the room's next number after this
+    round read the last one: the round's insert fails on the number, and the
+    round runs again with a fresh read, rather than leaving its posts to be
+    stored one by one (two statements each, in the database thread)."""
+    need_postgres()
+    make_member(user, room)
+    services.message_insert_many([_post(user, room, "first")])  # and its sender's bucket
+    one_by_one = []
+    each = services._message_insert_each
+
+    def recording_each(posts, indexes, **kwargs):
+        one_by_one.extend(posts[index]["body"] for index in indexes)
+        return each(posts, indexes, **kwargs)
+
+    monkeypatch.setattr(services, "_message_insert_each", recording_each)
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    with psycopg.connect(**params) as other_process:  # a transaction, left open
+        other_process.execute(
+            f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
+            " VALUES (%s, %s, 'from elsewhere', now(), 2)",
+            [room.id, user.id],
+        )
+        outcomes = []
+        thread = threading.Thread(
+            target=lambda: outcomes.extend(insert_many([_post(user, room, "this round")]))
+        )
+        thread.start()
+        _wait_until_blocked(thread)  # the round's insert waits for number 2
+        other_process.commit()
+        thread.join(10)
+    assert one_by_one == []
+    assert [(m.body, m.seq) for m in outcomes] == [("this round", 3)]
+    rows = Message.objects.order_by("id").values_list("body", "seq")
+    assert list(rows) == [("first", 1), ("from elsewhere", 2), ("this round", 3)]
+
+
+def _wait_until_blocked(thread: threading.Thread) -> None:
+    for _ in range(500):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                ["%unnest%"],
+            )
+            if cursor.fetchone()[0]:
+                return
+        assert thread.is_alive()
+        time.sleep(0.01)
+    raise AssertionError("the round never waited for the other insert")
+
+
+def _post(user, room, body: str) -> dict:
+    return {"user": user, "room": room, "body": body, "client_id": None}
