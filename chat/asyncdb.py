@@ -27,6 +27,11 @@ from chat.sharedstate import per_loop
 # As the pool's timeout (chatsite.settings): a PostgreSQL that does not answer
 # fails the round instead of holding it.
 CONNECT_TIMEOUT = 10
+# Seconds before PostgreSQL cancels a statement of the loop's (a lock held by a
+# long transaction, a server too busy to answer): its posts are refused as
+# `unavailable`, for their clients to send again, instead of holding every
+# later round of the process behind it. A round takes about a millisecond.
+STATEMENT_TIMEOUT = 10.0
 
 
 class LoopConnection:
@@ -67,6 +72,8 @@ class LoopConnection:
         params.pop("cursor_factory", None)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         connection = await psycopg.AsyncConnection.connect(autocommit=True, **params)
+        timeout = sql.Literal(round(STATEMENT_TIMEOUT * 1000))
+        await connection.execute(sql.SQL("SET statement_timeout = {}").format(timeout))
         # As Django does on its connections. Its time zone is not needed: the
         # statements here read and write no local times.
         role = database.settings_dict["OPTIONS"].get("assume_role")

@@ -7,17 +7,20 @@ import json
 import urllib.error
 import urllib.request
 
+import psycopg
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
+from chat import asyncdb
 from chat.client import ChatClient
-from chat.models import Message
+from chat.models import Message, Room
 from tests.conftest import need_postgres
 from tests.factories import make_member
 from tests.servers import DaphneProcess
+from tests.ws import connect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -119,3 +122,33 @@ async def test_requests_after_the_sessions_end_get_fresh_connections_from_the_po
     assert await database_sync_to_async(_end_sessions)(server.application_name) >= 1
     statuses = [await asyncio.to_thread(_get, url, token) for _ in range(5)]
     assert statuses == [200] * 5
+
+
+async def test_a_post_held_up_by_a_lock_elsewhere_is_refused_then_stored_on_resend(
+    user, room, monkeypatch
+):
+    """A long transaction elsewhere holds the room's row: the round's statement
+    is cancelled after chat.asyncdb.STATEMENT_TIMEOUT and the post refused as
+    `unavailable`, not left waiting; sent again once the lock is gone, it is
+    stored."""
+    need_postgres()
+    monkeypatch.setattr(asyncdb, "STATEMENT_TIMEOUT", 0.3)
+    await database_sync_to_async(make_member)(user, room)
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        elsewhere = await asyncio.to_thread(psycopg.connect, **params)
+        with elsewhere:  # a transaction, committed when the block ends
+            await asyncio.to_thread(
+                elsewhere.execute,
+                f"SELECT id FROM {Room._meta.db_table} WHERE id = %s FOR UPDATE",  # noqa: S608
+                [room.id],
+            )
+            await client.post(room.slug, "held up", "c-1")
+            refused = await client.receive_until("error")
+        assert (refused["code"], refused["ref"]) == ("unavailable", "c-1")
+        await client.post(room.slug, "held up", "c-1")
+        assert (await client.receive_until("message"))["client_id"] == "c-1"
+    bodies = await database_sync_to_async(list)(Message.objects.values_list("body", flat=True))
+    assert bodies == ["held up"]
