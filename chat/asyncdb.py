@@ -103,3 +103,12 @@ def close_loop_connection() -> None:
     connection = _connections.pop(asyncio.get_running_loop(), None)
     if connection is not None:
         connection.close()
+
+
+def close_all_loop_connections() -> None:
+    """Close every loop's connection, the loops' own or not (a process, or a
+    test run, that ends: a database with a session still open cannot be
+    dropped). Not while a loop is running a statement on its connection."""
+    for connection in list(_connections.values()):
+        connection.close()
+    _connections.clear()

@@ -144,6 +144,21 @@ class SendRate(models.Model):
         return f"send rate of user {self.user_id}"
 
 
+class RoomSequence(models.Model):
+    """The last number a room's messages took (Message.seq), advanced by each
+    round of posts (chat.services._insert_many_sql). Two processes' rounds in
+    one room take it in turn, the second waiting for the first's commit and
+    reading what it committed, instead of both reading the same last number
+    from the messages and one failing on it. Other inserts number from the
+    messages themselves (next_seq): a round takes the greater of the two."""
+
+    room = models.OneToOneField(Room, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    last_seq = models.PositiveBigIntegerField()
+
+    def __str__(self) -> str:
+        return f"last number of room {self.room_id}"
+
+
 class AuditEntry(models.Model):
     """One moderation action, from any door (admin, API, socket). Never edited."""
 

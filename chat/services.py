@@ -34,7 +34,7 @@ from chat.exceptions import (
     RoomLocked,
     UserNotFound,
 )
-from chat.models import BODY_MAX_LENGTH, Membership, Message, Room
+from chat.models import BODY_MAX_LENGTH, Membership, Message, Room, RoomSequence
 from chat.ratelimit import rate_limited, send_rate_params, send_rate_sql, send_rate_take
 from chat.roles import MANAGERS, OWNER, Role, is_staff, require_role
 
@@ -490,11 +490,15 @@ def _insert_many_sql() -> str:
 
     The statement does not see its own rows: the posts allowed in a room take
     the numbers after its last, in their order (row_number), and are
-    inserted in that order, so that ids rise with the numbers. Returns
+    inserted in that order, so that ids rise with the numbers. The room's
+    last number is its counter (RoomSequence), which the statement advances:
+    another process's round in the same room waits for this one's commit,
+    then numbers after it (a number read from the messages would be the same
+    for both, and the second insert would fail on it). Returns
     (ordinality, id, seq, NULL) for each post stored and (ordinality, NULL,
     NULL, seconds to wait) for each refused for its rate.
     """
-    tables = {model: model._meta.db_table for model in (Message, Membership, Room)}
+    tables = {model: model._meta.db_table for model in (Message, Membership, Room, RoomSequence)}
     # The arrays of the columns' own types: the indexes' comparisons.
     room_type, user_type = (
         Message._meta.get_field(f).db_type(connection) for f in ("room", "user")
@@ -521,11 +525,32 @@ def _insert_many_sql() -> str:
             FOR KEY SHARE OF r
         ),
         {send_rate_sql()},
-        numbered AS (
-            SELECT a.*, row_number() OVER (PARTITION BY room_id ORDER BY n) + COALESCE(
+        room_posts AS (
+            SELECT room_id, count(*) AS posts, COALESCE(
                 (SELECT MAX(seq) FROM {tables[Message]} last WHERE last.room_id = a.room_id), 0
-            ) AS seq
+            ) AS last_seq
+            FROM allowed a GROUP BY room_id
+        ),
+        room_counter AS (
+            -- Each room's counter advanced by its posts, in room order (two
+            -- rounds never wait for each other in a circle). A counter that
+            -- another round took first is waited for and read as it committed
+            -- it; a number taken elsewhere from the messages (next_seq) counts
+            -- through the greater of the two.
+            INSERT INTO {tables[RoomSequence]} AS c (room_id, last_seq)
+            SELECT room_id, last_seq + posts FROM room_posts ORDER BY room_id
+            ON CONFLICT (room_id) DO UPDATE SET last_seq = GREATEST(
+                c.last_seq + (SELECT posts FROM room_posts WHERE room_id = c.room_id),
+                EXCLUDED.last_seq
+            )
+            RETURNING room_id, last_seq
+        ),
+        numbered AS (
+            SELECT a.*, row_number() OVER (PARTITION BY a.room_id ORDER BY a.n)
+                + room_counter.last_seq - room_posts.posts AS seq
             FROM allowed a
+            JOIN room_counter USING (room_id)
+            JOIN room_posts USING (room_id)
         ),
         inserted AS (
             INSERT INTO {tables[Message]} (room_id, user_id, body, client_id, created_at, seq)

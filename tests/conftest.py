@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from chat.asyncdb import close_loop_connection
+from chat.asyncdb import close_all_loop_connections, close_loop_connection
 from chat.fanout import close_fanout
 from chat.heartbeat import close_heartbeat
 from chat.models import Room
@@ -75,6 +75,15 @@ def _isolated_shared_state(settings):
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loop_connections_closed_before_the_database_is_dropped(django_db_setup):
+    """Loops that async_to_sync made and dropped may still hold their
+    connection (chat.asyncdb) when the run ends, until they are collected:
+    the test database could not be dropped."""
+    yield
+    close_all_loop_connections()
 
 
 @pytest_asyncio.fixture(autouse=True)

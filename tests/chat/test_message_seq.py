@@ -11,7 +11,7 @@ from django.db import connection
 
 from chat import protocol, services
 from chat.asyncdb import close_loop_connection
-from chat.models import Message
+from chat.models import Message, RoomSequence
 from tests.concurrency import run_at_once
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room, make_user
@@ -107,6 +107,66 @@ def test_a_round_whose_number_another_took_meanwhile_runs_again(
     assert [(m.body, m.seq) for m in outcomes] == [("this round", 3)]
     rows = Message.objects.order_by("id").values_list("body", "seq")
     assert list(rows) == [("first", 1), ("from elsewhere", 2), ("this round", 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "insert_many",
+    [services.message_insert_many, async_to_sync(_on_a_loop)],
+    ids=["database thread", "event loop"],
+)
+def test_a_round_waits_for_another_rounds_numbers_instead_of_failing(
+    insert_many, user, room, monkeypatch
+):
+    """Two processes' rounds in one room: the room's counter (RoomSequence)
+    makes the second wait for the first's commit and number after it. It
+    does not read the same last number and fail on it."""
+    need_postgres()
+    make_member(user, room)
+    services.message_insert_many([_post(user, room, "first")])
+    assert RoomSequence.objects.get(room=room).last_seq == 1
+    failures = []  # statements that failed on a number taken meanwhile
+    numbers_taken = services._numbers_taken
+    monkeypatch.setattr(
+        services, "_numbers_taken", lambda exc: failures.append(exc) or numbers_taken(exc)
+    )
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    with psycopg.connect(**params) as other_process:  # its round, not yet committed
+        other_process.execute(
+            f"UPDATE {RoomSequence._meta.db_table} SET last_seq = 2 WHERE room_id = %s",  # noqa: S608
+            [room.id],
+        )
+        other_process.execute(
+            f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
+            " VALUES (%s, %s, 'from elsewhere', now(), 2)",
+            [room.id, user.id],
+        )
+        outcomes = []
+        thread = threading.Thread(
+            target=lambda: outcomes.extend(insert_many([_post(user, room, "this round")]))
+        )
+        thread.start()
+        _wait_until_blocked(thread)  # the round waits for the other's counter
+        other_process.commit()
+        thread.join(10)
+    assert failures == []
+    assert [(m.body, m.seq) for m in outcomes] == [("this round", 3)]
+    assert RoomSequence.objects.get(room=room).last_seq == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rounds_advance_each_rooms_counter_by_their_posts(user, room):
+    need_postgres()
+    other = make_room("other")
+    make_member(user, room)
+    make_member(user, other)
+    services.message_insert_many([_post(user, room, "a"), _post(user, other, "b")])
+    services.message_insert_many([_post(user, room, "c"), _post(user, room, "d")])
+    counters = dict(RoomSequence.objects.values_list("room_id", "last_seq"))
+    assert counters == {room.id: 3, other.id: 1}
+    numbers = Message.objects.filter(room=room).order_by("id").values_list("seq", flat=True)
+    assert list(numbers) == [1, 2, 3]
 
 
 def _wait_until_blocked(thread: threading.Thread) -> None:
