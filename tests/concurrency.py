@@ -3,7 +3,8 @@
 import threading
 from collections.abc import Callable
 
-from django.db import connections
+import psycopg
+from django.db import connection, connections
 
 
 def run_at_once(work: Callable[..., object], calls: list[tuple], timeout: float = 30) -> list:
@@ -28,3 +29,11 @@ def run_at_once(work: Callable[..., object], calls: list[tuple], timeout: float 
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), "a thread is still running"
     return failures
+
+
+def another_session(*, autocommit: bool = False) -> psycopg.Connection:
+    """A session of the test database's own, as another process's: in a
+    transaction that the caller ends, unless `autocommit`."""
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)  # Django's, for its own connections
+    return psycopg.connect(autocommit=autocommit, **params)

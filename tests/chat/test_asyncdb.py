@@ -9,6 +9,7 @@ from django.db import IntegrityError, OperationalError, connection
 from chat import asyncdb
 from chat.asyncdb import close_loop_connection, loop_connection
 from chat.models import Room
+from tests.concurrency import another_session
 from tests.conftest import need_postgres
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -23,7 +24,7 @@ def _postgres():
 
 def _terminate(pid: int) -> None:
     # A session of its own: the test's Django connection is the database thread's.
-    with _session(autocommit=True) as admin:
+    with another_session(autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
@@ -108,16 +109,9 @@ async def test_a_statement_that_waits_too_long_is_cancelled_and_the_connection_s
     close_loop_connection()  # the next one opens with the shorter timeout
     [(pid, _)] = await loop_connection().fetchall(BACKEND, {})
     lock = f"SELECT id FROM {Room._meta.db_table} WHERE id = %(id)s FOR UPDATE"  # noqa: S608
-    with await asyncio.to_thread(_session) as elsewhere:
+    with await asyncio.to_thread(another_session) as elsewhere:
         await asyncio.to_thread(elsewhere.execute, lock, {"id": room.id})
         with pytest.raises(OperationalError):
             await asyncio.wait_for(loop_connection().fetchall(lock, {"id": room.id}), 5)
     assert await loop_connection().fetchall(lock, {"id": room.id}) == [(room.id,)]
     assert (await loop_connection().fetchall(BACKEND, {}))[0][0] == pid
-
-
-def _session(*, autocommit: bool = False) -> psycopg.Connection:
-    """A session of the test database's of its own, as another process's."""
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    return psycopg.connect(autocommit=autocommit, **params)

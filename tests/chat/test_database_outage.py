@@ -7,7 +7,6 @@ import json
 import urllib.error
 import urllib.request
 
-import psycopg
 import pytest
 import websockets
 from channels.db import database_sync_to_async
@@ -17,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from chat import asyncdb
 from chat.client import ChatClient
 from chat.models import Message, Room
+from tests.concurrency import another_session
 from tests.conftest import need_postgres
 from tests.factories import make_member
 from tests.servers import DaphneProcess
@@ -134,11 +134,9 @@ async def test_a_post_held_up_by_a_lock_elsewhere_is_refused_then_stored_on_rese
     need_postgres()
     monkeypatch.setattr(asyncdb, "STATEMENT_TIMEOUT", 0.3)
     await database_sync_to_async(make_member)(user, room)
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
     async with connect(user) as client:
         await client.join(room.slug)
-        elsewhere = await asyncio.to_thread(psycopg.connect, **params)
+        elsewhere = await asyncio.to_thread(another_session)
         with elsewhere:  # a transaction, committed when the block ends
             await asyncio.to_thread(
                 elsewhere.execute,

@@ -4,7 +4,6 @@ clients can tell a missing message from a message of another room."""
 import threading
 import time
 
-import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
@@ -12,7 +11,7 @@ from django.db import connection
 from chat import protocol, services
 from chat.asyncdb import close_loop_connection
 from chat.models import Message, RoomSequence
-from tests.concurrency import run_at_once
+from tests.concurrency import another_session, run_at_once
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room, make_user
 
@@ -63,12 +62,16 @@ async def _on_a_loop(posts: list[dict]) -> list:
         close_loop_connection()
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(
+# A round of posts from the database thread, or from an event loop (the socket's).
+on_either_path = pytest.mark.parametrize(
     "insert_many",
     [services.message_insert_many, async_to_sync(_on_a_loop)],
     ids=["database thread", "event loop"],
 )
+
+
+@pytest.mark.django_db(transaction=True)
+@on_either_path
 def test_a_round_whose_number_another_took_meanwhile_runs_again(
     insert_many, user, room, monkeypatch
 ):
@@ -87,22 +90,13 @@ def test_a_round_whose_number_another_took_meanwhile_runs_again(
         return each(posts, indexes, **kwargs)
 
     monkeypatch.setattr(services, "_message_insert_each", recording_each)
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    with psycopg.connect(**params) as other_process:  # a transaction, left open
-        other_process.execute(
-            f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
-            " VALUES (%s, %s, 'from elsewhere', now(), 2)",
-            [room.id, user.id],
-        )
-        outcomes = []
-        thread = threading.Thread(
-            target=lambda: outcomes.extend(insert_many([_post(user, room, "this round")]))
-        )
-        thread.start()
-        _wait_until_blocked(thread)  # the round's insert waits for number 2
-        other_process.commit()
-        thread.join(10)
+    outcomes = _round_beside_another(
+        insert_many,
+        [_post(user, room, "this round")],
+        # Its insert, not yet committed: the round's waits for number 2.
+        f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
+        f" VALUES ({room.id}, {user.id}, 'from elsewhere', now(), 2)",
+    )
     assert one_by_one == []
     assert [(m.body, m.seq) for m in outcomes] == [("this round", 3)]
     rows = Message.objects.order_by("id").values_list("body", "seq")
@@ -110,11 +104,7 @@ def test_a_round_whose_number_another_took_meanwhile_runs_again(
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(
-    "insert_many",
-    [services.message_insert_many, async_to_sync(_on_a_loop)],
-    ids=["database thread", "event loop"],
-)
+@on_either_path
 def test_a_round_waits_for_another_rounds_numbers_instead_of_failing(
     insert_many, user, room, monkeypatch
 ):
@@ -130,26 +120,14 @@ def test_a_round_waits_for_another_rounds_numbers_instead_of_failing(
     monkeypatch.setattr(
         services, "_numbers_taken", lambda exc: failures.append(exc) or numbers_taken(exc)
     )
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    with psycopg.connect(**params) as other_process:  # its round, not yet committed
-        other_process.execute(
-            f"UPDATE {RoomSequence._meta.db_table} SET last_seq = 2 WHERE room_id = %s",  # noqa: S608
-            [room.id],
-        )
-        other_process.execute(
-            f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
-            " VALUES (%s, %s, 'from elsewhere', now(), 2)",
-            [room.id, user.id],
-        )
-        outcomes = []
-        thread = threading.Thread(
-            target=lambda: outcomes.extend(insert_many([_post(user, room, "this round")]))
-        )
-        thread.start()
-        _wait_until_blocked(thread)  # the round waits for the other's counter
-        other_process.commit()
-        thread.join(10)
+    outcomes = _round_beside_another(
+        insert_many,
+        [_post(user, room, "this round")],
+        # Its round, not yet committed: this one waits for the counter.
+        f"UPDATE {RoomSequence._meta.db_table} SET last_seq = 2 WHERE room_id = {room.id}",  # noqa: S608
+        f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
+        f" VALUES ({room.id}, {user.id}, 'from elsewhere', now(), 2)",
+    )
     assert failures == []
     assert [(m.body, m.seq) for m in outcomes] == [("this round", 3)]
     assert RoomSequence.objects.get(room=room).last_seq == 3
@@ -167,6 +145,22 @@ def test_rounds_advance_each_rooms_counter_by_their_posts(user, room):
     assert counters == {room.id: 3, other.id: 1}
     numbers = Message.objects.filter(room=room).order_by("id").values_list("seq", flat=True)
     assert list(numbers) == [1, 2, 3]
+
+
+def _round_beside_another(insert_many, posts: list[dict], *statements: str) -> list:
+    """`insert_many(posts)` in a thread while another session has run
+    `statements` in a transaction: once the round waits for that session,
+    it commits. The round's outcomes."""
+    outcomes = []
+    with another_session() as other_process:
+        for statement in statements:
+            other_process.execute(statement)
+        thread = threading.Thread(target=lambda: outcomes.extend(insert_many(posts)))
+        thread.start()
+        _wait_until_blocked(thread)
+        other_process.commit()
+        thread.join(10)
+    return outcomes
 
 
 def _wait_until_blocked(thread: threading.Thread) -> None:
