@@ -41,6 +41,7 @@ class LoopConnection:
         self.alias = alias
         self.connection: psycopg.AsyncConnection | None = None
         self.opening = asyncio.Lock()
+        _every.add(self)
 
     async def fetchall(self, query: str, params: dict[str, Any]) -> list[tuple]:
         """The rows of one statement, run in autocommit: its own transaction."""
@@ -90,6 +91,9 @@ class LoopConnection:
 
 
 _connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
+# Every one not yet collected, its loop gone or not: a loop that async_to_sync
+# made and dropped leaves the registry above, its connection not always at once.
+_every: weakref.WeakSet = weakref.WeakSet()
 
 
 def loop_connection() -> LoopConnection:
@@ -109,6 +113,6 @@ def close_all_loop_connections() -> None:
     """Close every loop's connection, the loops' own or not (a process, or a
     test run, that ends: a database with a session still open cannot be
     dropped). Not while a loop is running a statement on its connection."""
-    for connection in list(_connections.values()):
+    for connection in list(_every):
         connection.close()
     _connections.clear()

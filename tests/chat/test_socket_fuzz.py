@@ -12,6 +12,7 @@ from asgiref.sync import async_to_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chat.asyncdb import close_loop_connection
 from chat.models import BODY_MAX_LENGTH, Membership, Message
 from tests.factories import make_room
 from tests.ws import connect
@@ -69,19 +70,23 @@ def assert_well_formed(frame: dict) -> None:
 
 
 async def exchange(user, sent: list) -> None:
-    async with connect(user) as client:
-        for number, frame in enumerate(sent):
-            if isinstance(frame, bytes):
-                await client.communicator.send_to(bytes_data=frame)
-            else:
-                await client.send_text(frame)
-            sentinel = f"sentinel-{number}"
-            await client.send({"type": SENTINEL_TYPE, "room": sentinel})
-            while True:
-                answer = await client.receive()  # fails if the socket closed
-                assert_well_formed(answer)
-                if answer["type"] == "error" and answer["ref"] == sentinel:
-                    break
+    try:
+        async with connect(user) as client:
+            for number, frame in enumerate(sent):
+                if isinstance(frame, bytes):
+                    await client.communicator.send_to(bytes_data=frame)
+                else:
+                    await client.send_text(frame)
+                sentinel = f"sentinel-{number}"
+                await client.send({"type": SENTINEL_TYPE, "room": sentinel})
+                while True:
+                    answer = await client.receive()  # fails if the socket closed
+                    assert_well_formed(answer)
+                    if answer["type"] == "error" and answer["ref"] == sentinel:
+                        break
+    finally:
+        # This example's loop ends here: so does its database session.
+        close_loop_connection()
 
 
 @pytest.fixture
