@@ -41,7 +41,6 @@ class LoopConnection:
         self.alias = alias
         self.connection: psycopg.AsyncConnection | None = None
         self.opening = asyncio.Lock()
-        _every.add(self)
 
     async def fetchall(self, query: str, params: dict[str, Any]) -> list[tuple]:
         """The rows of one statement, run in autocommit: its own transaction."""
@@ -73,6 +72,7 @@ class LoopConnection:
         params.pop("cursor_factory", None)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT)
         connection = await psycopg.AsyncConnection.connect(autocommit=True, **params)
+        _every.add(connection)
         timeout = sql.Literal(round(STATEMENT_TIMEOUT * 1000))
         await connection.execute(sql.SQL("SET statement_timeout = {}").format(timeout))
         # As Django does on its connections. Its time zone is not needed: the
@@ -91,8 +91,9 @@ class LoopConnection:
 
 
 _connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
-# Every one not yet collected, its loop gone or not: a loop that async_to_sync
-# made and dropped leaves the registry above, its connection not always at once.
+# Every psycopg connection opened and not yet collected, its loop gone or not:
+# a loop that async_to_sync made and dropped leaves the registry above, and
+# its connection may wait in a reference cycle for the collector.
 _every: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -114,5 +115,5 @@ def close_all_loop_connections() -> None:
     test run, that ends: a database with a session still open cannot be
     dropped). Not while a loop is running a statement on its connection."""
     for connection in list(_every):
-        connection.close()
+        connection.pgconn.finish()
     _connections.clear()
