@@ -4,7 +4,7 @@ Each user has a bucket of SEND_BURST tokens refilled at SEND_RATE per second;
 a message takes one. The bucket is a row of the database (chat.models.SendRate),
 so a user with sockets on several processes gets one budget, not one per
 process, and it is taken in the very statement that stores a round of posts
-(send_rate_sql, chat.services.message_insert_many): one round trip and one
+(send_rate_sql, chat.services.amessage_insert_many): one round trip and one
 commit for both. It was a Redis script before, a round trip per round that was
 a third of the database thread's time and half a millisecond of every
 message's latency (docs/performance.md).

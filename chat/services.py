@@ -18,7 +18,6 @@ from django.utils.text import slugify
 from chat import events, metrics, protocol
 from chat.asyncdb import loop_connection
 from chat.audit import Action, audit_record
-from chat.dbcursor import prepared_cursor
 from chat.exceptions import (
     Banned,
     BodyTooLong,
@@ -270,49 +269,25 @@ def _message_insert(
     return None
 
 
-def message_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]:
+async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]:
     """The common case of message_post(**post) for each of `posts` (keyword
-    arguments), at once, each behind its sender's send rate (chat.ratelimit):
-    each post's new message; RateLimited when its sender has no token left;
-    or None where message_post must be called to decide (the sender may not
-    post now, a resent client_id, a number taken by another process
-    meanwhile), its token taken, or a body to refuse (no token).
+    arguments), at once, each behind its sender's send rate (chat.ratelimit),
+    for the socket's posts of a turn (chat.posting): each post's new
+    message; RateLimited when its sender has no token left; or None where
+    message_post must be called to decide (the sender may not post now, a
+    resent client_id, a number taken by another process meanwhile), its
+    token taken, or a body to refuse (no token).
 
     On PostgreSQL, one statement for them all (_insert_many_sql): one plan,
-    one round trip and one commit, tokens included. What it leaves undecided
-    (a sender without a bucket yet, a statement that failed as a whole), and
-    everything elsewhere (SQLite), is taken and stored post by post.
+    one round trip and one commit, tokens included, run on the event loop's
+    own connection (chat.asyncdb), without a hop to the database thread.
+    What it leaves undecided (a sender without a bucket yet, a statement
+    that failed as a whole), and everything elsewhere (SQLite), is taken and
+    stored post by post in the database thread.
     """
     valid = _valid_posts(posts)
-    alone = connection.in_atomic_block  # message_post posts each alone, in savepoints
     decided: dict[int, Message | RateLimited] = {}
-    if connection.vendor == "postgresql" and valid and not alone:
-        statement = _InsertMany(posts, valid)
-        rows = []
-        for _ in range(INSERT_TRIES):
-            try:
-                with prepared_cursor() as cursor:
-                    cursor.execute(statement.sql, statement.params)
-                    rows = cursor.fetchall()
-                break
-            except IntegrityError as exc:
-                if not _numbers_taken(exc):
-                    break
-        decided = statement.outcomes(rows)
-    decided |= _message_insert_each(posts, [i for i in valid if i not in decided], alone=alone)
-    return _counted(decided, len(posts))
-
-
-async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited | None]:
-    """message_insert_many from the event loop, for the socket's posts of a
-    turn (chat.posting). On PostgreSQL the statement runs on the loop's own
-    connection (chat.asyncdb), without a hop to the database thread; only
-    what it leaves undecided goes there. Elsewhere, all of it goes there."""
-    if connection.vendor != "postgresql":
-        return await database_sync_to_async(message_insert_many)(posts)
-    valid = _valid_posts(posts)
-    decided: dict[int, Message | RateLimited] = {}
-    if valid:
+    if valid and connection.vendor == "postgresql":
         statement = _InsertMany(posts, valid)
         rows = []
         for _ in range(INSERT_TRIES):
@@ -342,18 +317,15 @@ def _valid_posts(posts: list[dict]) -> list[int]:
     return valid
 
 
-def _message_insert_each(
-    posts: list[dict], indexes: list[int], *, alone: bool = False
-) -> dict[int, Message | RateLimited]:
-    """The posts at `indexes` one by one: each takes its token, then is
-    stored, unless `alone` (in a transaction: message_post stores it)."""
+def _message_insert_each(posts: list[dict], indexes: list[int]) -> dict[int, Message | RateLimited]:
+    """The posts at `indexes` one by one: each takes its token, then is stored."""
     decided: dict[int, Message | RateLimited] = {}
     for index in indexes:
         post = posts[index]
         limited = send_rate_take(post["user"].pk)
         if limited is not None:
             decided[index] = limited
-        elif not alone:
+        else:
             try:
                 message = _message_insert(**post)
             except IntegrityError:  # a resent client_id

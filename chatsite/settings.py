@@ -142,10 +142,10 @@ if DATABASE_URL:
             "max_size": env_int("DB_POOL_MAX", 20),
             "timeout": 10,
         }
-        # The insert of a round of posts is prepared after a few runs on each
-        # connection that runs it, the event loop's (chat.asyncdb) and, from
-        # the database thread, the pool's (chat.dbcursor): planning it was most
-        # of its time. Django's own queries bind on the client, never prepared.
+        # The insert of a round of posts is prepared after a few runs on the
+        # event loop's connection that runs it (chat.asyncdb, which takes
+        # these options): planning it was most of its time. Django's own
+        # queries bind on the client, never prepared.
         # Behind PgBouncer in transaction mode, that needs PgBouncer 1.21+
         # with max_prepared_statements set; or turn it off here.
         options["prepare_threshold"] = 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None

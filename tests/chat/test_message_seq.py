@@ -5,15 +5,14 @@ import threading
 import time
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.db import connection
 
 from chat import protocol, services
-from chat.asyncdb import close_loop_connection
 from chat.models import Message, RoomSequence
 from tests.concurrency import another_session, run_at_once
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room, make_user
+from tests.rounds import insert_round
 
 
 @pytest.mark.django_db
@@ -55,33 +54,15 @@ def test_concurrent_posts_take_distinct_numbers_in_commit_order(room):
     assert rows == list(range(1, 61))
 
 
-async def _on_a_loop(posts: list[dict]) -> list:
-    try:
-        return await services.amessage_insert_many(posts)
-    finally:
-        close_loop_connection()
-
-
-# A round of posts from the database thread, or from an event loop (the socket's).
-on_either_path = pytest.mark.parametrize(
-    "insert_many",
-    [services.message_insert_many, async_to_sync(_on_a_loop)],
-    ids=["database thread", "event loop"],
-)
-
-
 @pytest.mark.django_db(transaction=True)
-@on_either_path
-def test_a_round_whose_number_another_took_meanwhile_runs_again(
-    insert_many, user, room, monkeypatch
-):
+def test_a_round_whose_number_another_took_meanwhile_runs_again(user, room, monkeypatch):
     """Another process's insert commits the room's next number after this
     round read the last one: the round's insert fails on the number, and the
     round runs again with a fresh read, rather than leaving its posts to be
     stored one by one (two statements each, in the database thread)."""
     need_postgres()
     make_member(user, room)
-    services.message_insert_many([_post(user, room, "first")])  # and its sender's bucket
+    insert_round([_post(user, room, "first")])  # and its sender's bucket
     one_by_one = []
     each = services._message_insert_each
 
@@ -91,7 +72,6 @@ def test_a_round_whose_number_another_took_meanwhile_runs_again(
 
     monkeypatch.setattr(services, "_message_insert_each", recording_each)
     outcomes = _round_beside_another(
-        insert_many,
         [_post(user, room, "this round")],
         # Its insert, not yet committed: the round's waits for number 2.
         f"INSERT INTO {Message._meta.db_table} (room_id, user_id, body, created_at, seq)"  # noqa: S608
@@ -104,16 +84,13 @@ def test_a_round_whose_number_another_took_meanwhile_runs_again(
 
 
 @pytest.mark.django_db(transaction=True)
-@on_either_path
-def test_a_round_waits_for_another_rounds_numbers_instead_of_failing(
-    insert_many, user, room, monkeypatch
-):
+def test_a_round_waits_for_another_rounds_numbers_instead_of_failing(user, room, monkeypatch):
     """Two processes' rounds in one room: the room's counter (RoomSequence)
     makes the second wait for the first's commit and number after it. It
     does not read the same last number and fail on it."""
     need_postgres()
     make_member(user, room)
-    services.message_insert_many([_post(user, room, "first")])
+    insert_round([_post(user, room, "first")])
     assert RoomSequence.objects.get(room=room).last_seq == 1
     failures = []  # statements that failed on a number taken meanwhile
     numbers_taken = services._numbers_taken
@@ -121,7 +98,6 @@ def test_a_round_waits_for_another_rounds_numbers_instead_of_failing(
         services, "_numbers_taken", lambda exc: failures.append(exc) or numbers_taken(exc)
     )
     outcomes = _round_beside_another(
-        insert_many,
         [_post(user, room, "this round")],
         # Its round, not yet committed: this one waits for the counter.
         f"UPDATE {RoomSequence._meta.db_table} SET last_seq = 2 WHERE room_id = {room.id}",  # noqa: S608
@@ -139,23 +115,23 @@ def test_rounds_advance_each_rooms_counter_by_their_posts(user, room):
     other = make_room("other")
     make_member(user, room)
     make_member(user, other)
-    services.message_insert_many([_post(user, room, "a"), _post(user, other, "b")])
-    services.message_insert_many([_post(user, room, "c"), _post(user, room, "d")])
+    insert_round([_post(user, room, "a"), _post(user, other, "b")])
+    insert_round([_post(user, room, "c"), _post(user, room, "d")])
     counters = dict(RoomSequence.objects.values_list("room_id", "last_seq"))
     assert counters == {room.id: 3, other.id: 1}
     numbers = Message.objects.filter(room=room).order_by("id").values_list("seq", flat=True)
     assert list(numbers) == [1, 2, 3]
 
 
-def _round_beside_another(insert_many, posts: list[dict], *statements: str) -> list:
-    """`insert_many(posts)` in a thread while another session has run
+def _round_beside_another(posts: list[dict], *statements: str) -> list:
+    """`insert_round(posts)` in a thread while another session has run
     `statements` in a transaction: once the round waits for that session,
     it commits. The round's outcomes."""
     outcomes = []
     with another_session() as other_process:
         for statement in statements:
             other_process.execute(statement)
-        thread = threading.Thread(target=lambda: outcomes.extend(insert_many(posts)))
+        thread = threading.Thread(target=lambda: outcomes.extend(insert_round(posts)))
         thread.start()
         _wait_until_blocked(thread)
         other_process.commit()

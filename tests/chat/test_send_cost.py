@@ -11,10 +11,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chat import events, services
-from chat.asyncdb import LoopConnection
 from chat.models import Message
 from tests.conftest import need_postgres, need_redis
 from tests.factories import make_member, make_user
+from tests.rounds import record_loop_statements
 from tests.spies import record_calls
 from tests.ws import connect
 
@@ -98,24 +98,21 @@ async def test_a_turns_posts_are_one_statement_on_the_loops_own_connection(
     (chat.asyncdb): no hop to the database thread, and one statement for the
     posts of a turn, whichever sockets they came from."""
     need_postgres()
-    statements = []
-    fetchall = LoopConnection.fetchall
-
-    async def recording_fetchall(self, query, params):
-        statements.append(params["body"])
-        return await fetchall(self, query, params)
-
-    monkeypatch.setattr(LoopConnection, "fetchall", recording_fetchall)
+    statements = record_loop_statements(monkeypatch)
     async with connect(user) as a, connect(other_user) as b:
         for client in (a, b):
             await client.join(room.slug)
         await events.apresence_flush(room.id)
-        in_thread = record_calls(monkeypatch, services, "message_insert_many")
+        in_thread = []
+        each = services._message_insert_each
+        monkeypatch.setattr(
+            services, "_message_insert_each", lambda *args: in_thread.append(args) or each(*args)
+        )
         await asyncio.gather(a.post(room.slug, "one"), b.post(room.slug, "two"))
         for client in (a, b):
             bodies = [(await client.receive_until("message"))["body"] for _ in range(2)]
             assert bodies == ["one", "two"]
-    assert statements == [["one", "two"]]
+    assert [params["body"] for params in statements] == [["one", "two"]]
     assert in_thread == []
     rows = Message.objects.filter(room=room).order_by("seq").values_list("seq", "body")
     assert [row async for row in rows] == [(1, "one"), (2, "two")]

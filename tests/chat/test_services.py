@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
@@ -10,10 +11,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat import services
+from chat.asyncdb import close_loop_connection, loop_connection
 from chat.exceptions import BodyTooLong, ChatError, EmptyBody, Forbidden, Muted
 from chat.models import Membership, Message
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room
+from tests.rounds import insert_round, record_loop_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -157,15 +160,17 @@ def _posts(*pairs) -> list[dict]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_posts_together_are_one_statement_numbered_in_order(user, other_user, room):
+def test_posts_together_are_one_statement_numbered_in_order(user, other_user, room, monkeypatch):
     need_postgres()
     other_room = make_room("other")
     for member, target in [(user, room), (other_user, room), (user, other_room)]:
         make_member(member, target)
     posts = _posts((user, room), (other_user, room), (user, other_room), (user, room))
+    statements = record_loop_statements(monkeypatch)
     with CaptureQueriesContext(connection) as queries:
-        stored = services.message_insert_many(posts)
-    assert len(queries) == 1, [q["sql"] for q in queries]
+        stored = insert_round(posts)
+    assert len(statements) == 1
+    assert queries.captured_queries == []  # nothing in the database thread
     assert [(m.room_id, m.seq) for m in stored] == [
         (room.id, 1),
         (room.id, 2),
@@ -183,7 +188,7 @@ def test_a_post_refused_among_several_is_left_to_message_post(user, other_user, 
     _as_member(muted_until=timezone.now() + timedelta(hours=1))(other_user, room)
     posts = _posts((user, room), (other_user, room), (user, room))
     posts.append({"user": user, "room": room, "body": " ", "client_id": None})
-    stored = services.message_insert_many(posts)
+    stored = insert_round(posts)
     assert [m.seq if m else None for m in stored] == [1, None, 2, None]
     assert Message.objects.count() == 2
     # message_post says why.
@@ -195,35 +200,36 @@ def test_a_post_refused_among_several_is_left_to_message_post(user, other_user, 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_round_statement_is_prepared_once_it_has_run_a_few_times(user, room):
-    """Planning it cost more than running it (chat.dbcursor)."""
+    """Planning it cost more than running it (chatsite.settings' prepare_threshold)."""
     need_postgres()
     make_member(user, room)
 
-    def prepared() -> list[str]:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT statement FROM pg_prepared_statements")
-            return [row[0] for row in cursor.fetchall() if "unnest" in row[0]]
+    @async_to_sync
+    async def prepared_after_rounds(sizes: list[int]) -> list[str]:
+        try:
+            for size in sizes:
+                await services.amessage_insert_many(
+                    [dict(post, client_id=None) for post in _posts(*[(user, room)] * size)]
+                )
+            rows = await loop_connection().fetchall(
+                "SELECT statement FROM pg_prepared_statements", {}
+            )
+            return [row[0] for row in rows if "unnest" in row[0]]
+        finally:
+            close_loop_connection()
 
-    def post_round(size: int) -> None:
-        services.message_insert_many(
-            [dict(post, client_id=None) for post in _posts(*[(user, room)] * size)]
-        )
-
-    post_round(1)
-    assert prepared() == []  # Django's own cursors never prepare
-    for _ in range(6):
-        post_round(2)
-    assert len(prepared()) == 1
-    assert Message.objects.filter(user=user).count() == 13
+    assert prepared_after_rounds([1, 2]) == []
+    assert len(prepared_after_rounds([1, 2, 2, 2, 2, 2])) == 1
+    assert Message.objects.filter(user=user).count() == 14
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_resent_post_among_several_is_not_stored_twice(user, other_user, room):
     make_member(user, room)
     make_member(other_user, room)
-    (first,) = services.message_insert_many(_posts((user, room)))
+    (first,) = insert_round(_posts((user, room)))
     posts = _posts((user, room), (other_user, room))
-    stored = services.message_insert_many(posts)
+    stored = insert_round(posts)
     # On PostgreSQL the resend fails the round's statement, and each post is
     # then stored on its own: the other one is not held back.
     assert stored[0] is None
@@ -248,13 +254,13 @@ def test_posts_together_allow_exactly_whom_the_rules_allow(case, user, other_use
         for poster in (other_user, user)
     ]
     Message.objects.all().delete()
-    stored = services.message_insert_many(_posts((other_user, room), (user, room)))
+    stored = insert_round(_posts((other_user, room), (user, room)))
     assert [m is not None for m in stored] == [m is not None for m in alone]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_big_round_of_posts_is_one_statement_after_each_rooms_last_number(
-    settings, user, other_user, room
+    settings, user, other_user, room, monkeypatch
 ):
     need_postgres()
     settings.SEND_BURST = 1000.0  # 80 posts of one sender: within the rate
@@ -262,11 +268,11 @@ def test_a_big_round_of_posts_is_one_statement_after_each_rooms_last_number(
     for member, target in [(user, room), (other_user, room), (other_user, other_room)]:
         make_member(member, target)
     earlier = _posts((user, room), (user, room), (other_user, other_room))
-    services.message_insert_many([dict(post, client_id=None) for post in earlier])
+    insert_round([dict(post, client_id=None) for post in earlier])
     posts = _posts(*[(user, room), (other_user, other_room), (other_user, room)] * 40)
-    with CaptureQueriesContext(connection) as queries:
-        stored = services.message_insert_many(posts)
-    assert len(queries) == 1
+    statements = record_loop_statements(monkeypatch)
+    stored = insert_round(posts)
+    assert len(statements) == 1
     assert [m.body for m in stored] == [post["body"] for post in posts]
     in_room = [m for m in stored if m.room_id == room.id]
     assert [m.seq for m in in_room] == list(range(3, 83))
