@@ -1,5 +1,7 @@
 import os
 import shutil
+import sys
+import time
 import uuid
 
 import pytest
@@ -7,13 +9,14 @@ import pytest_asyncio
 import redis
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from chat.asyncdb import close_all_loop_connections, close_loop_connection
 from chat.fanout import close_fanout
 from chat.heartbeat import close_heartbeat
 from chat.models import Room
 from chat.sharedstate import reset_shared_stores
+from tests.concurrency import another_session
 from tests.factories import make_room, make_user
 from tests.servers import daphne
 
@@ -78,12 +81,37 @@ def _isolated_shared_state(settings):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _loop_connections_closed_before_the_database_is_dropped(django_db_setup):
-    """Loops that async_to_sync made and dropped may still hold their
-    connection (chat.asyncdb) when the run ends, until they are collected:
-    the test database could not be dropped."""
+def _test_database_free_to_drop(django_db_setup):
+    """PostgreSQL refuses to drop a database that a session is still using
+    (the run then ends with a warning and leaves it behind). Loops that
+    async_to_sync made and dropped may still hold their connection
+    (chat.asyncdb) until they are collected: closed here. Any other session
+    still open is reported, then ended, so that the next run can find it."""
     yield
     close_all_loop_connections()
+    if connection.vendor != "postgresql":
+        return
+    connection.close()
+    connection.close_pool()  # as Django's own teardown does, a step early
+    with another_session(autocommit=True) as session:
+        others = _other_sessions(session)
+        deadline = time.monotonic() + 10  # a session whose client left ends soon after
+        while others and time.monotonic() < deadline:
+            time.sleep(0.1)
+            others = _other_sessions(session)
+        if others:
+            print(f"\nsessions still open on the test database, ended: {others}", file=sys.stderr)
+            session.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+def _other_sessions(session) -> list[tuple]:
+    return session.execute(
+        "SELECT pid, application_name, state, backend_start, left(query, 80)"
+        " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchall()
 
 
 @pytest_asyncio.fixture(autouse=True)
