@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from chat import events, metrics, protocol
-from chat.asyncdb import loop_connection
+from chat.asyncdb import compact, loop_connection
 from chat.audit import Action, audit_record
 from chat.exceptions import (
     Banned,
@@ -475,7 +475,8 @@ def _insert_many_sql() -> str:
     room_type, user_type = (
         Message._meta.get_field(f).db_type(connection) for f in ("room", "user")
     )
-    return f"""
+    # Compacted: short enough for psycopg to keep its parse (chat.asyncdb).
+    return compact(f"""
         WITH post AS (
             SELECT * FROM unnest(
                 %(room)s::{room_type}[], %(user)s::{user_type}[], %(body)s::text[],
@@ -537,7 +538,7 @@ def _insert_many_sql() -> str:
         FROM ranked JOIN allowance USING (user_id)
         WHERE ranked.k > allowance.took
         ORDER BY 1
-    """  # noqa: S608 - table names from the models; every value is a parameter
+    """)  # noqa: S608 - table names from the models; every value is a parameter
 
 
 def _numbers_taken(exc: IntegrityError) -> bool:

@@ -9,9 +9,10 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from psycopg._queries import _query2pg
 
 from chat import services
-from chat.asyncdb import close_loop_connection, loop_connection
+from chat.asyncdb import close_loop_connection, compact, loop_connection
 from chat.exceptions import BodyTooLong, ChatError, EmptyBody, Forbidden, Muted
 from chat.models import Membership, Message
 from tests.conftest import need_postgres
@@ -221,6 +222,28 @@ def test_the_round_statement_is_prepared_once_it_has_run_a_few_times(user, room)
     assert prepared_after_rounds([1, 2]) == []
     assert len(prepared_after_rounds([1, 2, 2, 2, 2, 2])) == 1
     assert Message.objects.filter(user=user).count() == 14
+
+
+@pytest.mark.django_db(transaction=True)
+def test_psycopg_parses_the_round_statement_once(user, room):
+    """psycopg keeps its parse of a text of up to 4 kB only (chat.asyncdb.compact)."""
+    need_postgres()
+    make_member(user, room)
+    insert_round(_posts((user, room)))
+    parsed_before = _query2pg.cache_info()
+    insert_round(_posts((user, room), (user, room)))
+    assert _query2pg.cache_info().hits > parsed_before.hits
+    assert _query2pg.cache_info().misses == parsed_before.misses
+
+
+def test_a_compacted_statement_keeps_everything_but_comments_and_spacing():
+    query = """
+        SELECT a,   b  -- the two columns
+        FROM t
+          -- a whole line of comment
+        WHERE a = %(a)s
+    """
+    assert compact(query) == "SELECT a, b FROM t WHERE a = %(a)s"
 
 
 @pytest.mark.django_db(transaction=True)
