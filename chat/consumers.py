@@ -301,7 +301,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _had(self, event: dict) -> None:
         """A room message went out to this socket."""
         self._stream(event["room"]).live(event["id"], event["seq"])
-        self._echoed(event["id"])  # if it was this socket's own: acknowledged
+        if self.unechoed:  # its own message, maybe: acknowledged (most sockets wait for none)
+            self._echoed(event["id"])
 
     def _await_echo(self, slug: str, frame: dict) -> None:
         self._echoed(frame["id"])  # a resent message: the first wait is over

@@ -37,6 +37,8 @@ class Stream:
         return bool(self.ahead)
 
     def _settle(self) -> None:
+        if not self.ahead:  # the common case, for every socket of every message
+            return
         for seq in sorted(self.ahead):
             if seq > self.seq + 1:
                 break
