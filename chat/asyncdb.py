@@ -53,16 +53,27 @@ class LoopConnection:
 
     def __init__(self, alias: str = DEFAULT_DB_ALIAS) -> None:
         self.alias = alias
+        # Django's wrapper of the database, for its settings, operations and
+        # errors, never its queries. Looked up once: on an event loop Django
+        # keeps a wrapper per context, and makes a new one for each task of a
+        # context of its own (a round of posts).
+        self.database = connections[alias]
         self.connection: psycopg.AsyncConnection | None = None
+        # One cursor for every statement: it keeps how it converts each
+        # parameter's type, which a new cursor works out again.
+        self.cursor: psycopg.AsyncCursor | None = None
         self.opening = asyncio.Lock()
+        self.running = asyncio.Lock()  # a statement's rows are its caller's
 
     async def fetchall(self, query: str, params: dict[str, Any]) -> list[tuple]:
         """The rows of one statement, run in autocommit: its own transaction."""
-        with connections[self.alias].wrap_database_errors:
-            connection = await self._open()
+        with self.database.wrap_database_errors:
+            cursor = await self._open()
+            connection = cursor.connection
             try:
-                cursor = await connection.execute(query, params)
-                return await cursor.fetchall()
+                async with self.running:
+                    await cursor.execute(query, params)
+                    return await cursor.fetchall()
             except BaseException:
                 # A connection left mid-statement (a cancelled round) or broken
                 # is not the next round's: closed here, the next one opens
@@ -71,14 +82,15 @@ class LoopConnection:
                     self.close()
                 raise
 
-    async def _open(self) -> psycopg.AsyncConnection:
+    async def _open(self) -> psycopg.AsyncCursor:
         async with self.opening:
             if self.connection is None or self.connection.closed:
                 self.connection = await self._connect()
-            return self.connection
+                self.cursor = self.connection.cursor()
+            return self.cursor
 
     async def _connect(self) -> psycopg.AsyncConnection:
-        database = connections[self.alias]
+        database = self.database
         # Django's own (the test database's name in tests; prepare_threshold,
         # so that the statement is prepared on this connection as on the
         # pool's), less its cursor class, which is for synchronous connections.
@@ -101,7 +113,7 @@ class LoopConnection:
             # AsyncConnection.close() only finishes the connection, and a
             # coroutine could not be awaited here while a round is cancelled.
             self.connection.pgconn.finish()
-            self.connection = None
+            self.connection = self.cursor = None
 
 
 _connections: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop

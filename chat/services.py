@@ -11,7 +11,8 @@ from functools import cache
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, transaction
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -287,12 +288,13 @@ async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited 
     """
     valid = _valid_posts(posts)
     decided: dict[int, Message | RateLimited] = {}
-    if valid and connection.vendor == "postgresql":
-        statement = _InsertMany(posts, valid)
+    database = loop_connection()
+    if valid and database.database.vendor == "postgresql":
+        statement = _InsertMany(posts, valid, database.database.ops)
         rows = []
         for _ in range(INSERT_TRIES):
             try:
-                rows = await loop_connection().fetchall(statement.sql, statement.params)
+                rows = await database.fetchall(statement.sql, statement.params)
                 break
             except IntegrityError as exc:
                 if not _numbers_taken(exc):
@@ -345,11 +347,11 @@ def _counted(
 class _InsertMany:
     """_insert_many_sql for the posts at `valid` of `posts`, and what its rows say."""
 
-    def __init__(self, posts: list[dict], valid: list[int]) -> None:
+    def __init__(self, posts: list[dict], valid: list[int], ops: BaseDatabaseOperations) -> None:
         self.posts = [posts[index] for index in valid]
         self.indexes = valid
         self.now = timezone.now()
-        fields = [_insert_params(**post, now=self.now) for post in self.posts]
+        fields = [_insert_params(**post, now=self.now, ops=ops) for post in self.posts]
         self.sql = _insert_many_sql()
         # The parameters all posts share (now, the roles, the rate), and each post's in arrays.
         self.params = (
@@ -377,14 +379,20 @@ class _InsertMany:
 
 
 def _insert_params(
-    *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None, now
+    *,
+    user: AbstractBaseUser,
+    room: Room,
+    body: str,
+    client_id: str | None,
+    now,
+    ops: BaseDatabaseOperations | None = None,
 ) -> dict:
     return {
         "room": room.pk,
         "user": user.pk,
         "body": body,
         "client_id": client_id,
-        "now": connection.ops.adapt_datetimefield_value(now),
+        "now": (ops or connection.ops).adapt_datetimefield_value(now),
         "owner": Role.OWNER,
         "moderator": Role.MODERATOR,
         "staff": is_staff(user),
@@ -397,7 +405,7 @@ def _inserted(
     """The Message that _insert_sql or _insert_many_sql stored, from its (id, seq)."""
     message = Message(id=row[0], seq=row[1], room=room, user=user, body=body, client_id=client_id)
     message.created_at = now
-    message._state.adding, message._state.db = False, connection.alias
+    message._state.adding, message._state.db = False, DEFAULT_DB_ALIAS
     return message
 
 
