@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.exceptions import ResponseError
 
 from chat import layers
@@ -166,6 +167,19 @@ async def test_a_process_channel_is_pushed_to_without_a_command_per_message(monk
         assert (await receiving)["n"] == n
     # The sends' scripts, and not one command to receive.
     assert sent == {"evalsha": 5}
+
+
+async def test_pushed_messages_and_replies_are_parsed_by_hiredis(monkeypatch):
+    """redis-py parses in C when hiredis is installed (requirements.txt): the
+    subscription's pushes, one per message of another process, and every
+    reply. Nothing here asks for its Python parser instead."""
+    other, ours = _another_process(), get_channel_layer()
+    channel = await ours.new_channel()
+    receiving = asyncio.ensure_future(_receive(ours, channel))
+    await other.send(channel, {**EVENT, "n": 1})
+    assert (await receiving)["n"] == 1
+    [subscription] = ours._subscriptions.values()
+    assert isinstance(subscription.connection._parser, _AsyncHiredisParser)
 
 
 async def test_what_plain_channels_redis_puts_in_a_subscribed_channel_is_swept_up():
