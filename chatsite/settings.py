@@ -124,6 +124,16 @@ TEMPLATES = [
 # DATABASE_URL selects PostgreSQL (or anything dj-database-url understands);
 # unset, a SQLite file in the project directory serves a laptop.
 DATABASE_URL = env_str("DATABASE_URL")
+# libpq's TCP settings of every PostgreSQL connection (below): a dead peer is
+# found within about a minute (idle 30 s, then 3 probes 10 s apart; 30 s for
+# unacknowledged data).
+DATABASE_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
 if DATABASE_URL:
     database = dj_database_url.parse(DATABASE_URL)
     if database["ENGINE"] == "django.db.backends.postgresql":
@@ -149,6 +159,16 @@ if DATABASE_URL:
         # Behind PgBouncer in transaction mode, that needs PgBouncer 1.21+
         # with max_prepared_statements set; or turn it off here.
         options["prepare_threshold"] = 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None
+        # A PostgreSQL host that vanishes without a reset (a dead machine, a
+        # cut network) leaves a connection waiting for its answer until the
+        # operating system gives up: many minutes. TCP keepalives find such a
+        # peer under an idle or waiting connection, and the user timeout one
+        # that stops acknowledging what was sent; the pool then replaces the
+        # connection, and the loop's round (chat.asyncdb) fails its posts as
+        # `unavailable`, for their clients to send again. A DATABASE_URL that
+        # sets any of these (?keepalives_idle=60) keeps its own.
+        for name, value in DATABASE_KEEPALIVES.items():
+            options.setdefault(name, value)
         # One test database per test run, so that two runs side by side (two
         # checkouts, a helper script) do not drop each other's.
         database["TEST"] = {"NAME": f"test_{database['NAME']}_{os.getpid()}"}

@@ -67,3 +67,22 @@ def test_bad_log_format_and_metrics_network_are_refused_loudly():
     bad_network = manage("check", env={**PRODUCTION_ENV, "METRICS_ALLOWED_IPS": "10.0.0.0/8,x"})
     assert "LOG_FORMAT must be json or plain" in bad_format.stderr
     assert "METRICS_ALLOWED_IPS: 'x' does not appear" in bad_network.stderr
+
+
+def test_postgresql_connections_use_tcp_keepalives_unless_the_url_sets_its_own():
+    script = (
+        "from django.conf import settings; import json;"
+        " print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
+    )
+    url = "postgres://chat@db.example.com:5432/chat"
+    options = [
+        json.loads(
+            manage(
+                "shell", "-c", script, env={**PRODUCTION_ENV, "DATABASE_URL": u}
+            ).stdout.splitlines()[-1]
+        )
+        for u in (url, f"{url}?keepalives_idle=60")
+    ]
+    assert (options[0]["keepalives"], options[0]["keepalives_idle"]) == (1, 30)
+    assert options[0]["tcp_user_timeout"] == 30_000
+    assert options[1]["keepalives_idle"] == 60

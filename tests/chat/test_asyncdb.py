@@ -115,3 +115,12 @@ async def test_a_statement_that_waits_too_long_is_cancelled_and_the_connection_s
             await asyncio.wait_for(loop_connection().fetchall(lock, {"id": room.id}), 5)
     assert await loop_connection().fetchall(lock, {"id": room.id}) == [(room.id,)]
     assert (await loop_connection().fetchall(BACKEND, {}))[0][0] == pid
+
+
+async def test_the_connection_finds_a_vanished_server_by_tcp_keepalives(settings):
+    """As the pool's connections do (chatsite.settings): a host that goes away
+    without a reset does not hold the loop's rounds for many minutes."""
+    await loop_connection().fetchall(BACKEND, {})
+    parameters = loop_connection().connection.info.get_parameters()
+    for name, value in settings.DATABASE_KEEPALIVES.items():
+        assert parameters[name] == str(value)
