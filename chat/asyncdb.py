@@ -34,16 +34,15 @@ CONNECT_TIMEOUT = 10
 STATEMENT_TIMEOUT = 10.0
 
 
-# psycopg keeps its parse of a statement's text (where each parameter goes)
-# for texts of up to this many bytes, and parses a longer one again at every
-# run (psycopg._queries). The round's statement, with its comments and
-# indentation, was 4.9 kB: its parse was a sixth of its time in psycopg.
-PARSE_CACHED_BYTES = 4096
-
-
 def compact(query: str) -> str:
     """`query` without its `--` comments and runs of whitespace, for a text
-    that holds neither in a literal: the same statement, in fewer bytes."""
+    that holds neither in a literal: the same statement, in fewer bytes.
+
+    psycopg keeps its parse of a statement's text (where each parameter
+    goes) for texts of up to 4,096 bytes only, and parses a longer one again
+    at every run. The round's statement, with its comments and indentation,
+    was 4.9 kB: its parse was a sixth of its time in psycopg.
+    """
     lines = (line.split("--", 1)[0] for line in query.splitlines())
     return " ".join(" ".join(lines).split())
 

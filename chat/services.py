@@ -288,13 +288,13 @@ async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited 
     """
     valid = _valid_posts(posts)
     decided: dict[int, Message | RateLimited] = {}
-    database = loop_connection()
-    if valid and database.database.vendor == "postgresql":
-        statement = _InsertMany(posts, valid, database.database.ops)
+    loop_db = loop_connection()
+    if valid and loop_db.database.vendor == "postgresql":
+        statement = _InsertMany(posts, valid, loop_db.database.ops)
         rows = []
         for _ in range(INSERT_TRIES):
             try:
-                rows = await database.fetchall(statement.sql, statement.params)
+                rows = await loop_db.fetchall(statement.sql, statement.params)
                 break
             except IntegrityError as exc:
                 if not _numbers_taken(exc):
