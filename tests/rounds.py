@@ -1,4 +1,4 @@
-"""A round of posts as a socket's turn sends it (chat.posting), from a test."""
+"""Rounds of posts (chat.posting), and other work of the event loop, from synchronous tests."""
 
 from asgiref.sync import async_to_sync
 
@@ -6,17 +6,23 @@ from chat import services
 from chat.asyncdb import LoopConnection, close_loop_connection
 
 
-async def _on_a_loop(posts: list[dict]) -> list:
-    try:
-        return await services.amessage_insert_many(posts)
-    finally:
-        # The loop async_to_sync made ends here: its connection with it.
-        close_loop_connection()
+def on_a_loop_of_its_own(coroutine_function):
+    """`coroutine_function` made callable from synchronous code, as
+    async_to_sync makes it: each call on an event loop of its own, whose
+    database connection (chat.asyncdb) ends with it. Its database-thread
+    work runs in the caller's thread (and connection)."""
+
+    async def run(*args, **kwargs):
+        try:
+            return await coroutine_function(*args, **kwargs)
+        finally:
+            close_loop_connection()
+
+    return async_to_sync(run)
 
 
-# services.amessage_insert_many(posts) from synchronous code, on an event loop of
-# its own; its database-thread work runs in the caller's thread (and connection).
-insert_round = async_to_sync(_on_a_loop)
+# services.amessage_insert_many(posts), looked up at each call (tests may wrap it).
+insert_round = on_a_loop_of_its_own(lambda posts: services.amessage_insert_many(posts))
 
 
 def record_loop_statements(monkeypatch) -> list[dict]:

@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
@@ -12,12 +11,12 @@ from django.utils import timezone
 from psycopg._queries import _query2pg
 
 from chat import services
-from chat.asyncdb import close_loop_connection, compact, loop_connection
+from chat.asyncdb import compact, loop_connection
 from chat.exceptions import BodyTooLong, ChatError, EmptyBody, Forbidden, Muted
 from chat.models import Membership, Message
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room
-from tests.rounds import insert_round, record_loop_statements
+from tests.rounds import insert_round, on_a_loop_of_its_own, record_loop_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -205,19 +204,14 @@ def test_the_round_statement_is_prepared_once_it_has_run_a_few_times(user, room)
     need_postgres()
     make_member(user, room)
 
-    @async_to_sync
+    @on_a_loop_of_its_own
     async def prepared_after_rounds(sizes: list[int]) -> list[str]:
-        try:
-            for size in sizes:
-                await services.amessage_insert_many(
-                    [dict(post, client_id=None) for post in _posts(*[(user, room)] * size)]
-                )
-            rows = await loop_connection().fetchall(
-                "SELECT statement FROM pg_prepared_statements", {}
+        for size in sizes:
+            await services.amessage_insert_many(
+                [dict(post, client_id=None) for post in _posts(*[(user, room)] * size)]
             )
-            return [row[0] for row in rows if "unnest" in row[0]]
-        finally:
-            close_loop_connection()
+        rows = await loop_connection().fetchall("SELECT statement FROM pg_prepared_statements", {})
+        return [row[0] for row in rows if "unnest" in row[0]]
 
     assert prepared_after_rounds([1, 2]) == []
     assert len(prepared_after_rounds([1, 2, 2, 2, 2, 2])) == 1

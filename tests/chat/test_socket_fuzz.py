@@ -8,13 +8,12 @@ stored data stays consistent.
 import json
 
 import pytest
-from asgiref.sync import async_to_sync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat.asyncdb import close_loop_connection
 from chat.models import BODY_MAX_LENGTH, Membership, Message
 from tests.factories import make_room
+from tests.rounds import on_a_loop_of_its_own
 from tests.ws import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,23 +69,19 @@ def assert_well_formed(frame: dict) -> None:
 
 
 async def exchange(user, sent: list) -> None:
-    try:
-        async with connect(user) as client:
-            for number, frame in enumerate(sent):
-                if isinstance(frame, bytes):
-                    await client.communicator.send_to(bytes_data=frame)
-                else:
-                    await client.send_text(frame)
-                sentinel = f"sentinel-{number}"
-                await client.send({"type": SENTINEL_TYPE, "room": sentinel})
-                while True:
-                    answer = await client.receive()  # fails if the socket closed
-                    assert_well_formed(answer)
-                    if answer["type"] == "error" and answer["ref"] == sentinel:
-                        break
-    finally:
-        # This example's loop ends here: so does its database session.
-        close_loop_connection()
+    async with connect(user) as client:
+        for number, frame in enumerate(sent):
+            if isinstance(frame, bytes):
+                await client.communicator.send_to(bytes_data=frame)
+            else:
+                await client.send_text(frame)
+            sentinel = f"sentinel-{number}"
+            await client.send({"type": SENTINEL_TYPE, "room": sentinel})
+            while True:
+                answer = await client.receive()  # fails if the socket closed
+                assert_well_formed(answer)
+                if answer["type"] == "error" and answer["ref"] == sentinel:
+                    break
 
 
 @pytest.fixture
@@ -102,7 +97,8 @@ def rooms_to_fuzz(user, room):
 )
 @given(sent=st.lists(frames, min_size=1, max_size=8))
 def test_any_frames_get_well_formed_answers_and_keep_the_socket(user, rooms_to_fuzz, sent):
-    async_to_sync(exchange)(user, sent)
+    # Each example's loop ends with it: so does its database session.
+    on_a_loop_of_its_own(exchange)(user, sent)
     for message in Message.objects.all():
         assert 0 < len(message.body) <= BODY_MAX_LENGTH
         assert message.body.strip()
