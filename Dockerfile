@@ -41,4 +41,5 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
 # backlog=2048: Twisted's default of 50 pending connections turned a reconnect
 # storm (every client of a restarted process at once) into refused connects
 # and retries (docs/performance.md).
-CMD ["daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=2048", "--proxy-headers", "chatsite.asgi:application"]
+# chatsite.serve: Daphne's own command line, on uvloop's event loop.
+CMD ["python", "-m", "chatsite.serve", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=2048", "--proxy-headers", "chatsite.asgi:application"]

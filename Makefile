@@ -25,10 +25,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
-## run: migrate and serve with Daphne on 127.0.0.1:$(PORT) (DEBUG on unless set)
+## run: migrate and serve with Daphne (on uvloop) on 127.0.0.1:$(PORT) (DEBUG on unless set)
 run: $(VENV)/.runtime
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-1} $(BIN)/daphne -e tcp:port=$(PORT):interface=127.0.0.1:backlog=2048 \
+	DEBUG=$${DEBUG:-1} $(BIN)/python -m chatsite.serve -e tcp:port=$(PORT):interface=127.0.0.1:backlog=2048 \
 		chatsite.asgi:application
 
 ## test: the whole suite (set REDIS_URL / DATABASE_URL to use real services)

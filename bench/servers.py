@@ -216,12 +216,13 @@ def prepare_project(reset_db: bool, env: dict) -> None:
 def daphne(name: str, env: dict) -> Server:
     port = procs.free_port()
     server_env = dict(env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}")
-    cmd = [
-        VENV_BIN / "daphne",
-        "-e",
-        f"tcp:port={port}:interface=127.0.0.1:backlog=2048",
-        "chatsite.asgi:application",
-    ]
+    # Daphne on uvloop, as the Dockerfile runs it; a snapshot of a commit
+    # from before chatsite.serve (BENCH_PROJECT_REF) runs plain Daphne.
+    if (PROJECT / "chatsite" / "serve.py").exists():
+        cmd = [VENV_BIN / "python", "-m", "chatsite.serve"]
+    else:
+        cmd = [VENV_BIN / "daphne"]
+    cmd += ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog=2048", "chatsite.asgi:application"]
     return Server(name, cmd, PROJECT, server_env, port)
 
 

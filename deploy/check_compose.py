@@ -103,6 +103,17 @@ def option(command: list[str], flag: str) -> str | None:
     return command[command.index(flag) + 1] if flag in command[:-1] else None
 
 
+def runs_daphne(command: list[str]) -> bool:
+    """Daphne's command: `python -m chatsite.serve` (on uvloop) or `daphne`."""
+    if command[:1] and Path(command[0]).name == "daphne":
+        return True
+    return (
+        len(command) > 2
+        and Path(command[0]).name.startswith("python")
+        and command[1:3] == ["-m", "chatsite.serve"]
+    )
+
+
 def daphne_port(command: list[str]) -> str | None:
     """The port of `-p PORT` or of an endpoint `-e tcp:port=PORT:...`."""
     endpoint = option(command, "-e") or ""
@@ -158,8 +169,10 @@ def check(base_dir: Path = BASE_DIR) -> list[str]:
         command = command.split()
     web_port = daphne_port(command)
     target = command[-1] if command else ""
-    if not command or Path(command[0]).name != "daphne" or ":" not in target:
-        problems.append(f"the web command is not `daphne ... module:attribute`: {command}")
+    if not runs_daphne(command) or ":" not in target:
+        problems.append(
+            f"the web command is not `python -m chatsite.serve ... module:attribute`: {command}"
+        )
     else:
         module, attribute = target.split(":", 1)
         module_path = base_dir / (module.replace(".", "/") + ".py")

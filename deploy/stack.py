@@ -238,7 +238,7 @@ def _recorded(stack: Stack) -> Iterator[tuple[str, int, str]]:
 
 
 def _daphne_args(port: int | str) -> list[str]:
-    """The Dockerfile's Daphne command, on loopback (after `python -m daphne`)."""
+    """The Dockerfile's Daphne command, on loopback (after `python -m chatsite.serve`)."""
     endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
     return ["-e", endpoint, "--proxy-headers", DAPHNE_TARGET]
 
@@ -249,7 +249,7 @@ def _daphne_marker(name: str) -> str:
 
 def daphne_start(stack: Stack, port: int) -> subprocess.Popen:
     name = f"daphne-{port}"
-    command = [sys.executable, "-m", "daphne", *_daphne_args(port)]
+    command = [sys.executable, "-m", "chatsite.serve", *_daphne_args(port)]
     with stack.log_file(name).open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our own fixed command
             command,

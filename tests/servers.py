@@ -57,7 +57,8 @@ class DaphneProcess:
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+        # As the Dockerfile and `make run` start it: on uvloop (chatsite.serve).
+        command = [sys.executable, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(self.port)]
         return [*command, *self.server_args, "chatsite.asgi:application"]
 
     def start(self) -> None:

@@ -74,6 +74,15 @@ def test_it_reports_an_asgi_application_that_does_not_exist(project):
     ]
 
 
+def test_it_reports_a_web_command_that_is_not_daphne(project):
+    edit(project / "Dockerfile", '"python", "-m", "chatsite.serve"', '"uvicorn"')
+    assert check_compose.check(project) == [
+        "the web command is not `python -m chatsite.serve ... module:attribute`: "
+        "['uvicorn', '-e', 'tcp:port=8000:interface=0.0.0.0:backlog=2048', "
+        "'--proxy-headers', 'chatsite.asgi:application']"
+    ]
+
+
 def test_it_reports_a_service_without_healthcheck_and_a_missing_dependency(project):
     edit(project / "docker-compose.yml", 'test: ["CMD", "redis-cli", "ping"]', "")
     edit(

@@ -1,0 +1,71 @@
+"""`python -m chatsite.serve`: Daphne on uvloop's event loop, as `make run`, the
+Dockerfile, `make stack`, these tests' servers (tests.servers) and the bench
+start it."""
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from rest_framework_simplejwt.tokens import AccessToken
+
+from tests.servers import BASE_DIR, DaphneProcess
+
+DAPHNE_LOOP = (
+    "from daphne import server\n"
+    "from twisted.internet import reactor\n"
+    "assert reactor._asyncioEventloop is server.twisted_loop\n"
+    "print(type(server.twisted_loop).__module__)\n"
+)
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_puts_daphnes_event_loop_on_uvloop():
+    served = python("from chatsite import serve\nserve.install()\n" + DAPHNE_LOOP)
+    plain = python(DAPHNE_LOOP)  # the `daphne` command's own
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split() == ["uvloop"]
+    assert plain.stdout.split() == ["asyncio.unix_events"]
+
+
+def test_serve_refuses_once_daphne_has_made_its_loop():
+    result = python("import daphne.server\nfrom chatsite import serve\nserve.install()\n")
+    assert result.returncode != 0
+    assert "daphne.server is imported already" in result.stderr
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_served_app_answers_a_socket_and_stops_on_sigterm(user):
+    server = DaphneProcess()
+    assert server.command()[1:3] == ["-m", "chatsite.serve"]
+    server.start()
+    try:
+        token = await database_sync_to_async(lambda: str(AccessToken.for_user(user)))()
+        url = f"ws://{server.address}/ws/chat/"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            await socket.send('{"type": "typing", "room": "x", "typing": true}')
+            answer = await asyncio.wait_for(socket.recv(), 5)
+            assert '"not_joined"' in answer
+            server.process.terminate()
+            # Daphne closes the socket on its way out, and exits by itself.
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(socket.recv(), 10)
+        code = await asyncio.to_thread(server.process.wait, 10)
+        assert code == 0
+    finally:
+        server.stop()
+        server.log.close()
