@@ -40,3 +40,10 @@ FANOUT_LATENCY = Histogram(
     "process's members (one observation per message per process).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+ROUND_SECONDS = Histogram(
+    "chat_message_round_seconds",
+    "A round of posts stored on PostgreSQL: its one statement on the event "
+    "loop's connection, sent to rows read, the commit's WAL flush included. "
+    "Nothing reaches a screen before it ends.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)

@@ -294,7 +294,10 @@ async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited 
         rows = []
         for _ in range(INSERT_TRIES):
             try:
-                rows = await loop_db.fetchall(statement.sql, statement.params)
+                # Timed for operators: a disk slow to flush the WAL holds
+                # every post behind it (docs/operations.md).
+                with metrics.ROUND_SECONDS.time():
+                    rows = await loop_db.fetchall(statement.sql, statement.params)
                 break
             except IntegrityError as exc:
                 if not _numbers_taken(exc):

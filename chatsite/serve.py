@@ -8,7 +8,7 @@ Everything runs on that loop: Twisted's sockets, Channels' consumers, the
 round's statement on PostgreSQL (chat.asyncdb), the Redis subscription. Set
 before Daphne is imported, uvloop's policy makes it uvloop's loop: its turns
 (polling, timers, ready callbacks) run in libuv's C instead of asyncio's
-Python, for 6 to 11% less server CPU per delivered message in 1 room x 100
+Python: about 7% less server CPU per delivered message in 1 room x 100
 members (docs/performance.md, "Daphne on uvloop").
 
 This is how `make run`, the Dockerfile, `make stack`, the tests' servers and

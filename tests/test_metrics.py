@@ -1,15 +1,23 @@
 """/metrics shows what this process did: sockets, rooms, messages stored and
-delivered, fan-out latency, errors by code and HTTP requests; and only to the
+delivered, fan-out latency, how long rounds of posts took to store, errors by
+code and HTTP requests; and only to the
 addresses or the token the settings allow.
 
 Prometheus' registry is global to the process and other tests count into it
 too, so these tests compare two scrapes, never absolute values.
 """
 
+import asyncio
+
 import pytest
+from channels.db import database_sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 
+from chat.models import Room
 from tests.api import api_client
+from tests.concurrency import another_session
+from tests.conftest import need_postgres
+from tests.factories import make_member
 from tests.ws import connect
 
 Samples = dict[tuple[str, tuple], float]
@@ -64,6 +72,33 @@ async def test_metrics_count_the_sockets_rooms_and_messages_of_a_chat(
     assert delta(after, before, "chat_messages_delivered_total") == 2
     assert delta(after, before, "chat_fanout_latency_seconds_count") == 1
     assert delta(after, before, "chat_fanout_latency_seconds_bucket", le="2.5") == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_round_of_posts_is_timed_until_the_database_lets_it_commit(
+    async_client, user, room
+):
+    need_postgres()
+    await database_sync_to_async(make_member)(user, room)
+    before = await ascrape(async_client)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        elsewhere = await asyncio.to_thread(another_session)
+        with elsewhere:  # holds the room's row until the block commits
+            await asyncio.to_thread(
+                elsewhere.execute,
+                f"SELECT id FROM {Room._meta.db_table} WHERE id = %s FOR UPDATE",  # noqa: S608
+                [room.id],
+            )
+            await client.post(room.slug, "held up", "c-1")
+            await asyncio.sleep(0.3)
+        assert (await client.receive_until("message"))["client_id"] == "c-1"
+    after = await ascrape(async_client)
+
+    assert delta(after, before, "chat_message_round_seconds_count") == 1
+    assert delta(after, before, "chat_message_round_seconds_bucket", le="0.25") == 0
+    assert delta(after, before, "chat_message_round_seconds_bucket", le="2.5") == 1
 
 
 @pytest.mark.asyncio
