@@ -93,7 +93,7 @@ MIDDLEWARE = [
     "chatsite.requestlog.RequestLogMiddleware",
     "chatsite.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "chatsite.static.StaticFilesMiddleware",  # WhiteNoise, in the async chain too
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
