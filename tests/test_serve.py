@@ -5,12 +5,17 @@ start it."""
 import asyncio
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websockets
 from channels.db import database_sync_to_async
 from rest_framework_simplejwt.tokens import AccessToken
 
+from chatsite import serve
 from tests.servers import BASE_DIR, DaphneProcess
 
 DAPHNE_LOOP = (
@@ -66,6 +71,54 @@ async def test_the_served_app_answers_a_socket_and_stops_on_sigterm(user):
                 await asyncio.wait_for(socket.recv(), 10)
         code = await asyncio.to_thread(server.process.wait, 10)
         assert code == 0
+    finally:
+        server.stop()
+        server.log.close()
+
+
+def test_the_process_ends_after_the_grace_whatever_its_threads_wait_for():
+    result = python(
+        "import threading, time\n"
+        "from chatsite import serve\n"
+        "threading.Thread(target=time.sleep, args=(60,), name='stuck-request').start()\n"
+        "serve.exit_after(0.5, code=3)\n"
+    )
+    assert result.returncode == 3
+    assert "still exiting" in result.stderr
+    assert "stuck-request" in result.stderr
+
+
+def _get_rooms(address: str, token: str) -> int:
+    request = urllib.request.Request(
+        f"http://{address}/api/rooms/", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:  # noqa: S310 - loopback
+            return response.status
+    except (urllib.error.URLError, OSError):
+        return 0  # cut off by the shutdown: what the test expects of some
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_in_a_burst_of_requests_ends_the_server_promptly(user):
+    """Requests in flight when Daphne stops used to leave threads waiting
+    for the stopped event loop, and the process waiting for them."""
+    token = str(AccessToken.for_user(user))
+    server = DaphneProcess()
+    server.start()
+    try:
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            answers = [pool.submit(_get_rooms, server.address, token) for _ in range(400)]
+            while sum(answer.done() for answer in answers) < 20:  # the burst is under way
+                time.sleep(0.01)
+            server.process.terminate()
+            stopped = time.monotonic()
+            code = server.process.wait(timeout=30)
+            took = time.monotonic() - stopped
+            for answer in answers:
+                answer.cancel()
+        assert code == 0
+        assert took < serve.SHUTDOWN_GRACE + 5
     finally:
         server.stop()
         server.log.close()
