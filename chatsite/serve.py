@@ -9,7 +9,8 @@ round's statement on PostgreSQL (chat.asyncdb), the Redis subscription. Set
 before Daphne is imported, uvloop's policy makes it uvloop's loop: its turns
 (polling, timers, ready callbacks) run in libuv's C instead of asyncio's
 Python: about 7% less server CPU per delivered message in 1 room x 100
-members (docs/performance.md, "Daphne on uvloop").
+members, measured by hand; smaller than the benchmark's noise
+(docs/performance.md, "Daphne on uvloop").
 
 This is how `make run`, the Dockerfile, `make stack`, the tests' servers and
 the benchmark start Daphne. The arguments are Daphne's own: the plain
