@@ -20,7 +20,6 @@ import hmac
 import ipaddress
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.views.decorators.cache import never_cache
@@ -29,6 +28,7 @@ from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 import chat.metrics  # noqa: F401 - registers the chat's metrics, whoever imported what
+from chatsite.middleware import BothModesMiddleware
 
 # A `_created` series beside every counter and histogram doubles what
 # Prometheus stores, for a start time it does not need.
@@ -51,19 +51,8 @@ HTTP_DURATION = Histogram(
 )
 
 
-class RequestMetricsMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self.async_mode:
-            return self.__acall__(request)
+class RequestMetricsMiddleware(BothModesMiddleware):
+    def call(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         if request.path_info == PATH and settings.METRICS_ENABLED:
             response = metrics(request)
@@ -72,7 +61,7 @@ class RequestMetricsMiddleware:
         observe_request(request.method, response.status_code, time.perf_counter() - started)
         return response
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def acall(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         if request.path_info == PATH and settings.METRICS_ENABLED:
             response = metrics(request)  # no database, no waiting: fine on the loop

@@ -13,12 +13,12 @@ client put there), headers (Authorization) or bodies (passwords).
 import logging
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils.encoding import escape_uri_path
 from django.utils.functional import SimpleLazyObject, empty
 
 from chatsite import logs
+from chatsite.middleware import BothModesMiddleware
 
 logger = logging.getLogger(__name__)
 HEADER = "X-Request-ID"
@@ -39,31 +39,20 @@ def user_id(request: HttpRequest) -> int | None:
     return user.pk if user is not None and user.is_authenticated else None
 
 
-class RequestLogMiddleware:
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
+class RequestLogMiddleware(BothModesMiddleware):
     # The id is set, never reset. Under ASGI each request has a task and a
-    # context of its own; when a sync-only middleware (WhiteNoise) makes
-    # Django run the chain in a thread, asgiref copies the thread's context
+    # context of its own; were a sync-only middleware to make Django run
+    # the chain in a thread, asgiref copies the thread's context
     # changes back into that task. Either way the id also covers what Django
     # logs after the middleware is done: a failed request's django.request
     # line. A sync (WSGI) worker thread keeps it until its next request.
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self.async_mode:
-            return self.__acall__(request)
+    def call(self, request: HttpRequest) -> HttpResponse:
         started = self._start(request)
         response = self.get_response(request)
         self._finish(request, response, started)
         return response
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def acall(self, request: HttpRequest) -> HttpResponse:
         started = self._start(request)
         response = await self.get_response(request)
         self._finish(request, response, started)

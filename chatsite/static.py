@@ -10,27 +10,21 @@ production, runs on the loop; serving a file (opening and reading it) runs in
 a thread; everything else goes on down the chain as a coroutine.
 """
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from chatsite.middleware import BothModesMiddleware
 
-class StaticFilesMiddleware(WhiteNoiseMiddleware):
-    sync_capable = True
-    async_capable = True
 
+class StaticFilesMiddleware(BothModesMiddleware, WhiteNoiseMiddleware):
     def __init__(self, get_response) -> None:
-        super().__init__(get_response)
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        WhiteNoiseMiddleware.__init__(self, get_response)  # finds the files
+        BothModesMiddleware.__init__(self, get_response)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self.async_mode:
-            return self.__acall__(request)
-        return super().__call__(request)
+    call = WhiteNoiseMiddleware.__call__
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def acall(self, request: HttpRequest) -> HttpResponse:
         if self.autorefresh:  # DEBUG: looks on disk
             static_file = await sync_to_async(self.find_file, thread_sensitive=False)(
                 request.path_info

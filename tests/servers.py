@@ -18,6 +18,20 @@ from django.db import connection
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The project's Python in a child process, from the project's root: its
+    exit code and output (text)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -4,7 +4,6 @@ start it."""
 
 import asyncio
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from channels.db import database_sync_to_async
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chatsite import serve
-from tests.servers import BASE_DIR, DaphneProcess
+from tests.servers import DaphneProcess, run_python
 
 DAPHNE_LOOP = (
     "from daphne import server\n"
@@ -27,14 +26,7 @@ DAPHNE_LOOP = (
 
 
 def python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python("-c", code)
 
 
 def test_serve_puts_daphnes_event_loop_on_uvloop():

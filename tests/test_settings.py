@@ -3,9 +3,8 @@
 import json
 import os
 import subprocess
-import sys
 
-from tests.servers import BASE_DIR
+from tests.servers import run_python
 
 PRODUCTION_ENV = {
     "PATH": os.environ["PATH"],
@@ -17,15 +16,7 @@ PRODUCTION_ENV = {
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python("manage.py", *args, env=env)
 
 
 def test_check_deploy_is_clean_with_production_settings():
