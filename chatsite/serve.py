@@ -49,7 +49,7 @@ def install() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def exit_after(grace: float, code: int = 0) -> threading.Thread:
+def exit_after(grace: float, code: int = 0) -> None:
     """End the process `grace` seconds from now if it is still running then,
     whatever its other threads wait for."""
 
@@ -69,9 +69,7 @@ def exit_after(grace: float, code: int = 0) -> threading.Thread:
 
     # A daemon thread: Python's exit does not wait for it, and it runs while
     # that exit joins the other threads.
-    watchdog = threading.Thread(target=end, name="exit-watchdog", daemon=True)
-    watchdog.start()
-    return watchdog
+    threading.Thread(target=end, name="exit-watchdog", daemon=True).start()
 
 
 def main() -> None:
