@@ -117,7 +117,8 @@ def render_markdown(
         " because the load generator ran out of CPU, not the server; `<X` a sweep that failed"
         " its first step, at X (the p99 100 ms / no-loss bound). Fixed-rate runs are at"
         " half of each server's own max sustained rate (the scale-out pair both at half of one"
-        " process's). Server CPU is the Daphne/uvicorn/bare process only, not PostgreSQL or"
+        " process's, and project_1proc_half, one process, at half that: the load each of the"
+        " pair carries). Server CPU is the Daphne/uvicorn/bare process only, not PostgreSQL or"
         " Redis.",
         "",
     ]

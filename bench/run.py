@@ -144,8 +144,16 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
             "members": 100,
             "senders": 10,
             "start_rate": 10,
-            "servers": ["project_1proc", "project_2proc"],
-            "ratios": [("project_2proc", "project_1proc")],
+            "servers": ["project_1proc", "project_2proc", "project_1proc_half"],
+            # A process's cost per delivery falls as its load rises (its turns of
+            # the event loop carry more work): at the same total rate each of the
+            # pair carries half of one process's load. project_1proc_half is one
+            # process at that load, half the pair's rate: fixed runs only.
+            "fixed_only": {"project_1proc_half": 0.5},  # target: share of the rate
+            "ratios": [
+                ("project_2proc", "project_1proc"),
+                ("project_2proc", "project_1proc_half"),
+            ],
         },
     ]
     chosen = []
@@ -315,16 +323,21 @@ class Bench:
                 self.invoke(scenario, target, rep, kind)
             return
         best = {}
+        fixed_only = scenario.get("fixed_only", {})
         for target in targets:
+            if target in fixed_only:
+                continue
             record = self.invoke(scenario, target, rep, "sweep")
             self.refine(scenario, target, rep, record)
             best[target] = (record.get("result") or {}).get("max_sustained_msgs_per_s")
         for target in targets:
             # Latency and CPU at half the server's own max sustained rate (the
             # issue's latency target); the scale-out pair both at half of one
-            # process's, so that their CPU per delivery compares like for like.
+            # process's (the same total load), and a fixed-only target at its
+            # share of that rate (one process at the pair's load per process).
             reference = best.get(targets[0]) if kind == "scale" else best.get(target)
-            rate = round((reference or scenario["start_rate"]) / 2, 2)
+            share = fixed_only.get(target, 1)
+            rate = round((reference or scenario["start_rate"]) / 2 * share, 2)
             self.invoke(scenario, target, rep, "fixed", rate)
 
     def refine(self, scenario: dict, target: str, rep: int, record: dict) -> None:
@@ -645,11 +658,14 @@ def start_project(bench: Bench, cfg: Config, env: dict, chosen: list[dict]) -> N
         bench.servers["project_b"] = b
         bench.targets["project_1proc"] = {"urls": [a.url], "servers": [a]}
         bench.targets["project_2proc"] = {"urls": [a.url, b.url], "servers": [a, b]}
+        bench.targets["project_1proc_half"] = bench.targets["project_1proc"]
     works, detail = servers.room_api_works(a)
     if not works:
         # loadgen stops on anything but 200/201/400/409 from POST /api/rooms/:
         # make the rooms in the database and tell the wrapper not to ask.
-        bench.no_room_create.update(["project", "project_1proc", "project_2proc"])
+        bench.no_room_create.update(
+            ["project", "project_1proc", "project_2proc", "project_1proc_half"]
+        )
         bench.notes.append(
             f"The project's room API did not answer as loadgen needs ({detail}); "
             "the bench rooms were created in the database and loadgen_ext.py skipped that step."
