@@ -7,6 +7,7 @@ only records what the transport asks of it: the peer reads what was sent.
 import asyncio
 import select
 import socket
+import struct
 import time
 from types import SimpleNamespace
 
@@ -97,12 +98,16 @@ def test_a_write_with_nothing_buffered_is_sent_at_once(installed, connection):
     assert not transport._tempDataBuffer
 
 
-def test_what_the_socket_does_not_take_waits_and_keeps_its_place(installed, connection):
+@pytest.mark.parametrize(
+    "size",
+    [2 * 1024 * 1024, 100 * 1024],  # past Twisted's SEND_LIMIT (128 KiB), and within it
+)
+def test_what_the_socket_does_not_take_waits_and_keeps_its_place(installed, connection, size):
     """A peer that does not read: the kernel takes part, Twisted buffers the
     rest, and a later write queues behind it instead of overtaking it."""
     transport, reactor, peer = connection
     transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    big = bytes(range(256)) * 8192  # 2 MiB, past the kernel's buffers
+    big = bytes(range(256)) * (size // 256)  # past the kernel's buffers
     transport.write(big)
     transport.write(b"and then this")
     assert reactor.writers == {transport}
@@ -137,16 +142,45 @@ def test_installing_twice_keeps_one_direct_path(installed, connection):
     assert tcp.Server.turn_originals["write"] is tcp.Connection.write
 
 
-def sends_of(monkeypatch, transport) -> list[bytes]:
-    sends: list[bytes] = []
-    original = transport.writeSomeData
+class SocketSpy:
+    """A connection's socket, its sends recorded (or made to fail)."""
 
-    def recorded(data):
-        sends.append(bytes(data))
-        return original(data)
+    def __init__(self, sock: socket.socket, failure: Exception | None = None) -> None:
+        self.sock, self.failure = sock, failure
+        self.sends: list[bytes] = []
 
-    monkeypatch.setattr(transport, "writeSomeData", recorded)
-    return sends
+    def send(self, data) -> int:
+        if self.failure is not None:
+            raise self.failure
+        self.sends.append(bytes(data))
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
+def sends_of(monkeypatch, transport, failure: Exception | None = None) -> list[bytes]:
+    spy = SocketSpy(transport.socket, failure)
+    monkeypatch.setattr(transport, "socket", spy)
+    return spy.sends
+
+
+def test_a_send_that_fails_leaves_the_data_and_the_lost_connection_to_twisted(
+    installed, connection
+):
+    transport, reactor, peer = connection
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # a reset: the next send fails
+    time.sleep(0.05)
+
+    async def one_turn():
+        transport.write(b"to a reset connection")
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    assert transport._tempDataBuffer == [b"to a reset connection"]
+    assert reactor.writers == {transport}
+    assert isinstance(transport.doWrite(), error.ConnectionLost)
 
 
 def test_the_writes_of_one_turn_go_out_in_one_send(installed, connection, monkeypatch):
@@ -247,10 +281,7 @@ def test_one_connections_failure_does_not_cost_the_others_their_writes(
         accepted, Protocol(), address, SimpleNamespace(_realPortNumber=address[1]), 0, reactor
     )
 
-    def broken(data):
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(transport, "writeSomeData", broken)
+    sends_of(monkeypatch, transport, failure=RuntimeError("a bug"))
 
     async def one_turn():
         transport.write(b"lost")
