@@ -149,7 +149,7 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
             # the event loop carry more work): at the same total rate each of the
             # pair carries half of one process's load. project_1proc_half is one
             # process at that load, half the pair's rate: fixed runs only.
-            "fixed_only": {"project_1proc_half": 0.5},  # target: share of the rate
+            "fixed_only": {"project_1proc_half": 0.5},  # target -> its share of the rate
             "ratios": [
                 ("project_2proc", "project_1proc"),
                 ("project_2proc", "project_1proc_half"),
