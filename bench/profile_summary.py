@@ -50,11 +50,18 @@ WAITING = {
 # What a stack was doing, by the first rule whose text occurs in it (a
 # heuristic grouping for the project's Daphne; the raw stacks are in the file).
 ACTIVITIES = [
-    # Twisted's untilConcludes also wraps the socket's send() in doWrite:
-    # those samples are the socket write, not the log.
+    # Twisted's untilConcludes also wraps the socket's send() (in doWrite, and
+    # in a turn's sends, chatsite/twisted_writes.py): those samples are the
+    # socket write, not the log.
     (
         "socket write: Daphne, autobahn, Twisted",
-        ("handle_reply (daphne/", "autobahn/", "FileDescriptor.doWrite"),
+        (
+            "handle_reply (daphne/",
+            "autobahn/",
+            "FileDescriptor.doWrite",
+            "chatsite/twisted_writes.py",
+            "chat/daphne_frames.py",
+        ),
     ),
     (
         "writing the server log (Twisted logger, logging)",
@@ -65,7 +72,11 @@ ACTIVITIES = [
     ("channel layer: group_send / send", ("group_send", "RedisChannelLayer.send ")),
     ("channel layer: receive", ("RedisChannelLayer.receive", "ChannelLayer.receive")),
     ("socket read: Twisted, autobahn, Daphne", ("dataReceived", "onMessage")),
-    ("consumer dispatch (channels)", ("await_many_dispatch", "channels/consumer.py")),
+    # The room's fan-out past the writes: its loop, order, and per-socket state.
+    ("fan-out to a room's sockets (chat/fanout.py)", ("chat/fanout.py",)),
+    # Channels' own dispatch; every consumer's stack has `as_asgi`'s app, so
+    # that alone says nothing.
+    ("consumer dispatch (channels)", ("await_many_dispatch", "AsyncConsumer.dispatch")),
     ("HTTP requests (Django, DRF)", ("django/core/handlers", "rest_framework/")),
     ("sync_to_async / async_to_sync (asgiref)", ("asgiref/",)),
 ]
