@@ -41,9 +41,9 @@ def user_id(request: HttpRequest) -> int | None:
 
 class RequestLogMiddleware(BothModesMiddleware):
     # The id is set, never reset. Under ASGI each request has a task and a
-    # context of its own; were a sync-only middleware to make Django run
-    # the chain in a thread, asgiref copies the thread's context
-    # changes back into that task. Either way the id also covers what Django
+    # context of its own; should a sync-only middleware make Django run
+    # the chain in a thread, asgiref copies the thread's context changes
+    # back into that task. Either way the id also covers what Django
     # logs after the middleware is done: a failed request's django.request
     # line. A sync (WSGI) worker thread keeps it until its next request.
     def call(self, request: HttpRequest) -> HttpResponse:
