@@ -153,9 +153,19 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
             "ratios": [
                 ("project_2proc", "project_1proc"),
                 ("project_2proc", "project_1proc_half"),
+                # What halving the load alone does to one process's figure.
+                ("project_1proc_half", "project_1proc"),
             ],
         },
     ]
+    if "bare_ws" in cfg.servers:
+        # The ceiling at the same two rates: how much of that fall is the
+        # machine's and the workload's (every wake-up of a quiet process, and
+        # of the load generator, costs more), for a server with nothing to share.
+        scale = every[-1]
+        scale["servers"] = [*scale["servers"], "bare_ws", "bare_ws_half"]
+        scale["fixed_only"] = {**scale["fixed_only"], "bare_ws": 1, "bare_ws_half": 0.5}
+        scale["ratios"] = [*scale["ratios"], ("bare_ws_half", "bare_ws")]
     chosen = []
     for s in every:
         s.setdefault("servers", names)
@@ -180,12 +190,17 @@ class Bench:
         self.run_id = secrets.token_hex(2)
         self.env: dict = {}  # the project's environment, once started
 
-    def room_prefix(self, scenario: dict, rep: int, kind: str, rate: float | None = None) -> str:
+    def room_prefix(
+        self, scenario: dict, rep: int, kind: str, rate: float | None = None, target: str = ""
+    ) -> str:
         """Fresh rooms for every loadgen run, so that no run inherits another's
-        room state (members, presence, channel-layer groups)."""
+        room state (members, presence, channel-layer groups, history): the
+        targets of the scale-out scenario share one database."""
         run = f"{'p' if rep < 0 else rep}{kind[0]}"
         if kind == "refine":
             run += f"{rate * 10:.0f}"  # its rate, in tenths: a slug has no dot
+        if target in scenario["servers"]:
+            run += f"t{scenario['servers'].index(target)}"
         return f"b{self.run_id}-{scenario['key']}-{run}"
 
     def loadgen_args(
@@ -254,7 +269,7 @@ class Bench:
             if problem:
                 record["error"] = problem
                 return self.keep(record)
-        prefix = self.room_prefix(scenario, rep, kind, rate)
+        prefix = self.room_prefix(scenario, rep, kind, rate, target)
         if target in self.no_room_create and "rooms" in scenario:
             servers.precreate_rooms(self.env, [f"{prefix}-{i}" for i in range(scenario["rooms"])])
         cmd = self.command(target, self.loadgen_args(scenario, kind, rate, prefix))
@@ -610,6 +625,8 @@ def main() -> None:
             server.start()
             bench.servers[server.name] = server
             bench.targets[server.name] = {"urls": [server.url], "servers": [server]}
+        if "bare_ws" in bench.targets:
+            bench.targets["bare_ws_half"] = bench.targets["bare_ws"]  # the scale scenario's
         meta["servers"] = {
             name: {"cmd": " ".join(map(str, s.cmd)), "port": s.port, "pid": s.pid}
             for name, s in bench.servers.items()
