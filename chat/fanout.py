@@ -68,10 +68,11 @@ class Sequencer:
     """One room's message events, put back in seq order before they go out.
 
     A message numbered past the next expected one waits until the gap fills
-    or for HOLD_SECONDS; then the gap is read from the database (fill), and
-    what it did not hold is given up (release). One numbered below the next
-    (late, or sent again) goes out at once, readers dropping what they
-    already have by id, unless it went out from the database already.
+    or for HOLD_SECONDS (timed by the fan-out from when the gap became the
+    first); then the gap is read from the database (overdue, settle), and
+    what it did not hold is given up. One numbered below the next (late, or
+    sent again) goes out at once, readers dropping what they already have by
+    id, unless it went out from the database already.
     """
 
     __slots__ = ("filled", "held", "next", "timer")
@@ -79,7 +80,7 @@ class Sequencer:
     def __init__(self, next_seq: int | None = None) -> None:
         self.next = next_seq  # the number expected next; None: the first to come
         self.held: dict[int, dict] = {}  # seq -> event, past a gap
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the first gap's hold
         self.filled: set[int] = set()  # sent from the database; their late copies are not
 
     def push(self, event: dict) -> list[dict]:
@@ -93,40 +94,44 @@ class Sequencer:
         if self.next is not None and seq > self.next:
             self.held[seq] = event
             return []
-        ready = [event]
-        self.next = seq + 1
-        while self.next in self.held:
-            ready.append(self.held.pop(self.next))
-            self.next += 1
-        return ready
+        self.next = seq
+        return self._ready([event])
 
-    def gaps(self) -> list[int]:
-        """The numbers missing below the last one held (at most MAX_FILL)."""
+    def overdue(self) -> tuple[list[int], int]:
+        """The hold ran out: the numbers missing below the last one held (at
+        most MAX_FILL), to read from the database, and the last number the
+        reading settles (settle). Held numbers past it wait on: a gap that
+        opens while the database is read gets its own hold."""
         if not self.held or self.next is None:
-            return []
-        missing = range(self.next, max(self.held))
-        return [seq for seq in missing if seq not in self.held][:MAX_FILL]
+            return [], -1
+        last = max(self.held)
+        missing = [seq for seq in range(self.next, last) if seq not in self.held]
+        if len(missing) > MAX_FILL:
+            return missing[:MAX_FILL], missing[MAX_FILL - 1]
+        return missing, last
 
-    def fill(self, room_events: list[dict]) -> list[dict]:
-        """The gaps' events, read from the database: what can go out now, in order."""
+    def settle(self, room_events: list[dict], through: int) -> list[dict]:
+        """The gaps up to `through` read from the database (`room_events`):
+        what can go out now, in order; the numbers up to `through` that the
+        database did not show are given up."""
         for event in room_events:
             seq = event["seq"]
-            if seq >= self.next and seq not in self.held:
+            if self.next <= seq <= through and seq not in self.held:
                 self.held[seq] = event
                 self.filled.add(seq)
         while len(self.filled) > MAX_FILLED:  # copies that never came
             self.filled.discard(min(self.filled))
-        ready = []
+        ready = [self.held.pop(seq) for seq in sorted(self.held) if seq <= through]
+        self.next = max(self.next, through + 1)
+        return self._ready(ready)
+
+    def _ready(self, ready: list[dict]) -> list[dict]:
+        """`ready`, then what was held behind it, up to the next gap."""
+        if ready:
+            self.next = max(self.next, ready[-1]["seq"] + 1)
         while self.next in self.held:
             ready.append(self.held.pop(self.next))
             self.next += 1
-        return ready
-
-    def release(self) -> list[dict]:
-        """Stop waiting for the gap: everything held, in order."""
-        ready = [self.held.pop(seq) for seq in sorted(self.held)]
-        if ready:
-            self.next = ready[-1]["seq"] + 1
         return ready
 
     def cancel(self) -> None:
@@ -319,12 +324,23 @@ class Fanout:
                 sequencer = self.sequencers.get(group)
                 if sequencer is None:
                     sequencer = self.sequencers[group] = Sequencer()
+                expected = sequencer.next
                 for ready in sequencer.push(event):
                     await self._send(group, ready)
-                if sequencer.held and sequencer.timer is None:
-                    sequencer.timer = asyncio.get_running_loop().call_later(
-                        HOLD_SECONDS, self._release_later, group, sequencer
-                    )
+                self._hold(group, sequencer, moved=sequencer.next != expected)
+
+    def _hold(self, group: str, sequencer: Sequencer, *, moved: bool) -> None:
+        """Time the first gap's wait from when it became the first (`moved`:
+        the one before it filled or was settled): a timer left running from
+        an earlier gap would cut it short, and read the database for a copy
+        a moment away."""
+        if not sequencer.held:
+            sequencer.cancel()
+        elif moved or sequencer.timer is None:
+            sequencer.cancel()
+            sequencer.timer = asyncio.get_running_loop().call_later(
+                HOLD_SECONDS, self._release_later, group, sequencer
+            )
 
     def _release_later(self, group: str, sequencer: Sequencer) -> None:
         sequencer.timer = None
@@ -333,29 +349,32 @@ class Fanout:
         task.add_done_callback(self.releasing.discard)
 
     async def _release(self, group: str, sequencer: Sequencer) -> None:
-        """The hold ran out: the gap's messages from the database, then the
+        """The hold ran out: the gaps' messages from the database, then the
         held ones, in order. The gap's copies through the layer are late (the
         other process's event loop was busy), or were lost with the layer;
-        a later number exists, so the gap's posts have committed."""
-        gaps = sequencer.gaps()
+        a later number exists, so the gap's posts have committed. What comes
+        meanwhile goes through push as ever: a message held behind a gap that
+        opens during the read waits for that gap's own hold."""
+        gaps, through = sequencer.overdue()
+        if not gaps:
+            return  # what it held went out meanwhile
         filled = []
-        if gaps:
-            room_id = next(iter(sequencer.held.values()))["room_id"]
-            try:
-                messages = await database_call(
-                    selectors.message_numbered, room_id=room_id, seqs=gaps
-                )
-                filled = [events.message_event(message) for message in messages]
-            except Exception:
-                logger.warning("could not read the gap of %s; sent past it", group, exc_info=True)
+        room_id = next(iter(sequencer.held.values()))["room_id"]
+        try:
+            messages = await database_call(selectors.message_numbered, room_id=room_id, seqs=gaps)
+            filled = [events.message_event(message) for message in messages]
+        except Exception:
+            logger.warning("could not read the gap of %s; sent past it", group, exc_info=True)
         async with self.sending:
             if self.sequencers.get(group) is not sequencer:
                 return  # the last socket left the room meanwhile
+            expected = sequencer.next
             try:
-                for event in [*sequencer.fill(filled), *sequencer.release()]:
+                for event in sequencer.settle(filled, through):
                     await self._send(group, event)
             except Exception:
                 logger.exception("fan-out failed on held messages of %s", group)
+            self._hold(group, sequencer, moved=sequencer.next != expected)
 
     async def _send(self, group: str, event: dict) -> None:
         exclude = event.get("exclude")

@@ -1,6 +1,7 @@
 """Sockets reach the channel layer only through their process's fan-out (chat.fanout)."""
 
 import asyncio
+import threading
 
 import pytest
 import redis.asyncio as aioredis
@@ -9,7 +10,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chat import consumers, events, protocol
+from chat import consumers, events, fanout, protocol, selectors
 from chat.events import RESEND_FIRST
 from chat.fanout import HOLD_SECONDS, get_fanout
 from chat.models import Message
@@ -175,6 +176,73 @@ async def test_a_gap_the_database_does_not_show_is_given_up_after_a_short_wait(
         assert await receive_ids(client, 1) == [third.id]
         await events.aroom_broadcast(room.id, protocol.message_frame(hidden))
         assert await receive_ids(client, 1) == [hidden.id]
+
+
+async def test_a_gap_that_opens_while_an_earlier_one_is_read_waits_for_its_own_message(
+    channel_backend, user, room, monkeypatch
+):
+    """The database is being read for one gap when a second opens behind it:
+    what waits behind the second still waits for it, and the room's order
+    holds (the read's result used to let it out past the second gap)."""
+    await database_sync_to_async(make_member)(user, room)
+    reading, go = threading.Event(), threading.Event()
+    read = selectors.message_numbered
+
+    def slow_read(**kwargs):
+        reading.set()
+        go.wait(5)
+        return read(**kwargs)
+
+    monkeypatch.setattr(selectors, "message_numbered", slow_read)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        messages = await database_sync_to_async(make_messages)(room, user, 5)
+        ids = [message.id for message in messages]
+        frames = [protocol.message_frame(message) for message in messages]
+        await events.aroom_broadcast(room.id, frames[0])
+        await events.aroom_broadcast(room.id, frames[2])  # the second's copy is late
+        assert await asyncio.to_thread(reading.wait, 5)  # its hold ran out
+        await events.aroom_broadcast(room.id, frames[4])  # and the fourth's
+        go.set()
+        assert await receive_ids(client, 3) == ids[:3]
+        await events.aroom_broadcast(room.id, frames[3])
+        assert await receive_ids(client, 2) == ids[3:]
+
+
+async def test_a_gap_waits_its_full_hold_whatever_waited_before_it(
+    channel_backend, user, room, monkeypatch
+):
+    """A hold is timed from when its gap opened: an earlier gap's timer, still
+    running after that gap filled, does not cut a later one short (the
+    database used to be read for a copy a moment away)."""
+    hold = 1.0  # long enough that the steps below stay in their windows on a busy machine
+    monkeypatch.setattr(fanout, "HOLD_SECONDS", hold)
+    await database_sync_to_async(make_member)(user, room)
+    reads = []
+    read = selectors.message_numbered
+
+    def counted_read(**kwargs):
+        reads.append(kwargs["seqs"])
+        return read(**kwargs)
+
+    monkeypatch.setattr(selectors, "message_numbered", counted_read)
+    async with connect(user) as client:
+        await client.join(room.slug)
+        messages = await database_sync_to_async(make_messages)(room, user, 5)
+        ids = [message.id for message in messages]
+        frames = [protocol.message_frame(message) for message in messages]
+        loop = asyncio.get_running_loop()
+        await events.aroom_broadcast(room.id, frames[0])
+        await events.aroom_broadcast(room.id, frames[2])  # a first gap: its hold starts
+        first_gap = loop.time()
+        await asyncio.sleep(hold / 2)
+        await events.aroom_broadcast(room.id, frames[1])  # it fills
+        assert await receive_ids(client, 3) == ids[:3]
+        await events.aroom_broadcast(room.id, frames[4])  # a second gap, half a hold later
+        await asyncio.sleep(first_gap + hold * 1.25 - loop.time())  # past the first's hold
+        await events.aroom_broadcast(room.id, frames[3])  # within the second's
+        assert await receive_ids(client, 2) == ids[3:]
+        assert reads == []
 
 
 async def test_a_message_reaches_this_processs_sockets_once_whatever_the_layer_brings_back(
