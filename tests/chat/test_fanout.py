@@ -178,6 +178,23 @@ async def test_a_gap_the_database_does_not_show_is_given_up_after_a_short_wait(
         assert await receive_ids(client, 1) == [hidden.id]
 
 
+def before_each_gap_read(monkeypatch, call) -> None:
+    """`call(seqs)` in the database thread before the fan-out's real read of a gap."""
+    read = selectors.message_numbered
+
+    def read_after_call(**kwargs):
+        call(kwargs["seqs"])
+        return read(**kwargs)
+
+    monkeypatch.setattr(selectors, "message_numbered", read_after_call)
+
+
+async def numbered_frames(room, user, count: int) -> tuple[list[int], list[dict]]:
+    """`count` stored messages of the room: their ids and their frames, in order."""
+    messages = await database_sync_to_async(make_messages)(room, user, count)
+    return [m.id for m in messages], [protocol.message_frame(m) for m in messages]
+
+
 async def test_a_gap_that_opens_while_an_earlier_one_is_read_waits_for_its_own_message(
     channel_backend, user, room, monkeypatch
 ):
@@ -186,19 +203,15 @@ async def test_a_gap_that_opens_while_an_earlier_one_is_read_waits_for_its_own_m
     holds (the read's result used to let it out past the second gap)."""
     await database_sync_to_async(make_member)(user, room)
     reading, go = threading.Event(), threading.Event()
-    read = selectors.message_numbered
 
-    def slow_read(**kwargs):
+    def hold_up_the_read(seqs: list[int]) -> None:
         reading.set()
         go.wait(5)
-        return read(**kwargs)
 
-    monkeypatch.setattr(selectors, "message_numbered", slow_read)
+    before_each_gap_read(monkeypatch, hold_up_the_read)
     async with connect(user) as client:
         await client.join(room.slug)
-        messages = await database_sync_to_async(make_messages)(room, user, 5)
-        ids = [message.id for message in messages]
-        frames = [protocol.message_frame(message) for message in messages]
+        ids, frames = await numbered_frames(room, user, 5)
         await events.aroom_broadcast(room.id, frames[0])
         await events.aroom_broadcast(room.id, frames[2])  # the second's copy is late
         assert await asyncio.to_thread(reading.wait, 5)  # its hold ran out
@@ -219,18 +232,10 @@ async def test_a_gap_waits_its_full_hold_whatever_waited_before_it(
     monkeypatch.setattr(fanout, "HOLD_SECONDS", hold)
     await database_sync_to_async(make_member)(user, room)
     reads = []
-    read = selectors.message_numbered
-
-    def counted_read(**kwargs):
-        reads.append(kwargs["seqs"])
-        return read(**kwargs)
-
-    monkeypatch.setattr(selectors, "message_numbered", counted_read)
+    before_each_gap_read(monkeypatch, reads.append)
     async with connect(user) as client:
         await client.join(room.slug)
-        messages = await database_sync_to_async(make_messages)(room, user, 5)
-        ids = [message.id for message in messages]
-        frames = [protocol.message_frame(message) for message in messages]
+        ids, frames = await numbered_frames(room, user, 5)
         loop = asyncio.get_running_loop()
         await events.aroom_broadcast(room.id, frames[0])
         await events.aroom_broadcast(room.id, frames[2])  # a first gap: its hold starts
