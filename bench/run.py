@@ -162,7 +162,7 @@ def scenarios(cfg: Config, *, filtered: bool = True) -> list[dict]:
         # The ceiling at the same two rates: how much of that fall is the
         # machine's and the workload's (every wake-up of a quiet process, and
         # of the load generator, costs more), for a server with nothing to share.
-        scale = every[-1]
+        scale = next(s for s in every if s["key"] == "scale")
         scale["servers"] = [*scale["servers"], "bare_ws", "bare_ws_half"]
         scale["fixed_only"] = {**scale["fixed_only"], "bare_ws": 1, "bare_ws_half": 0.5}
         scale["ratios"] = [*scale["ratios"], ("bare_ws_half", "bare_ws")]
