@@ -327,16 +327,16 @@ class Fanout:
                 expected = sequencer.next
                 for ready in sequencer.push(event):
                     await self._send(group, ready)
-                self._hold(group, sequencer, moved=sequencer.next != expected)
+                self._hold(group, sequencer, expected)
 
-    def _hold(self, group: str, sequencer: Sequencer, *, moved: bool) -> None:
-        """Time the first gap's wait from when it became the first (`moved`:
-        the one before it filled or was settled): a timer left running from
-        an earlier gap would cut it short, and read the database for a copy
-        a moment away."""
+    def _hold(self, group: str, sequencer: Sequencer, expected: int | None) -> None:
+        """Time the first gap's wait from when it became the first: a new one
+        if the number expected moved on from `expected` (the gap before it
+        filled or was settled). A timer left running from an earlier gap
+        would cut it short, and read the database for a copy a moment away."""
         if not sequencer.held:
             sequencer.cancel()
-        elif moved or sequencer.timer is None:
+        elif sequencer.next != expected or sequencer.timer is None:
             sequencer.cancel()
             sequencer.timer = asyncio.get_running_loop().call_later(
                 HOLD_SECONDS, self._release_later, group, sequencer
@@ -374,7 +374,7 @@ class Fanout:
                     await self._send(group, event)
             except Exception:
                 logger.exception("fan-out failed on held messages of %s", group)
-            self._hold(group, sequencer, moved=sequencer.next != expected)
+            self._hold(group, sequencer, expected)
 
     async def _send(self, group: str, event: dict) -> None:
         exclude = event.get("exclude")
