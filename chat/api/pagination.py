@@ -1,4 +1,15 @@
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
+
+
+class ListPagination(PageNumberPagination):
+    """Rooms and members, a page at a time: a server with thousands of rooms,
+    or a room with thousands of members, would answer a whole list in one
+    response. `?page=N` (from 1) and `?page_size=` (up to 200); the page
+    carries `count`, `next` and `previous` beside its `results`."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
 
 
 class MessageCursorPagination(CursorPagination):

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import moderation, selectors, services
-from chat.api.pagination import MessageCursorPagination
+from chat.api.pagination import ListPagination, MessageCursorPagination
 from chat.api.serializers import (
     ArchiveSerializer,
     HistoryQuerySerializer,
@@ -39,11 +39,14 @@ def _room_response(request: Request, slug: str, status_code: int = status.HTTP_2
     return Response(RoomSerializer(_visible_room(request, slug)).data, status=status_code)
 
 
-class RoomListView(APIView):
-    @extend_schema(responses=RoomSerializer(many=True), summary="Rooms I can see")
+class RoomListView(GenericAPIView):
+    serializer_class = RoomSerializer
+    pagination_class = ListPagination
+
+    @extend_schema(responses=RoomSerializer(many=True), summary="Rooms I can see, by name")
     def get(self, request: Request) -> Response:
         rooms = selectors.room_list_for_user(user=request.user).order_by("name", "id")
-        return Response(RoomSerializer(rooms, many=True).data)
+        return _page(self, rooms, RoomSerializer)
 
     @extend_schema(
         request=RoomCreateSerializer,
@@ -90,11 +93,14 @@ class RoomLeaveView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MemberListView(APIView):
-    @extend_schema(responses=MemberSerializer(many=True), summary="A room's members")
+class MemberListView(GenericAPIView):
+    serializer_class = MemberSerializer
+    pagination_class = ListPagination
+
+    @extend_schema(responses=MemberSerializer(many=True), summary="A room's members, oldest first")
     def get(self, request: Request, slug: str) -> Response:
         members = selectors.member_list(room=_visible_room(request, slug))
-        return Response(MemberSerializer(members, many=True).data)
+        return _page(self, members, MemberSerializer)
 
     @extend_schema(
         request=MemberAddSerializer,
@@ -140,8 +146,7 @@ class MessageListView(GenericAPIView):
         messages = selectors.message_history(
             room=room, before=query.get("before"), after=query.get("after")
         )
-        page = self.paginate_queryset(messages)
-        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        return _page(self, messages, MessageSerializer)
 
     @extend_schema(
         request=MessageCreateSerializer,
@@ -225,6 +230,12 @@ def _parsed(serializer_class, request: Request, data=None) -> dict:
     serializer = serializer_class(data=request.data if data is None else data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _page(view: GenericAPIView, queryset, serializer_class) -> Response:
+    """The page of `queryset` that the request asks for, in the view's paginator's envelope."""
+    page = view.paginate_queryset(queryset)
+    return view.get_paginated_response(serializer_class(page, many=True).data)
 
 
 def _created_or_found(data: dict, created: bool) -> Response:

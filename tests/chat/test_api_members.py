@@ -3,7 +3,7 @@
 import pytest
 
 from chat.models import Membership
-from tests.api import api_client
+from tests.api import api_client, path_of
 from tests.factories import make_member, make_room, make_user
 
 pytestmark = pytest.mark.django_db
@@ -23,8 +23,26 @@ def test_owner_adds_and_lists_members(user, other_user, private_room):
     assert added.json()["role"] == "member"
     again = api.post("/api/rooms/club/members/", {"username": "bob"}, format="json")
     assert again.status_code == 200
-    members = api.get("/api/rooms/club/members/").json()
+    members = api.get("/api/rooms/club/members/").json()["results"]
     assert [(m["username"], m["role"]) for m in members] == [("alice", "owner"), ("bob", "member")]
+
+
+def test_members_come_in_pages_oldest_first(user, private_room):
+    for n in range(5):
+        make_member(make_user(f"m{n}"), private_room)
+    api = api_client(user)
+    first = api.get("/api/rooms/club/members/?page_size=4").json()
+    second = api.get(path_of(first["next"])).json()
+    assert first["count"] == 6
+    assert [m["username"] for m in first["results"] + second["results"]] == [
+        "alice",
+        "m0",
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+    ]
+    assert second["next"] is None
 
 
 def test_moderator_adds_members_but_not_moderators(other_user, private_room):

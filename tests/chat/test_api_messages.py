@@ -1,7 +1,5 @@
 """Message history and sending over the REST API."""
 
-from urllib.parse import urlsplit
-
 import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
@@ -10,7 +8,7 @@ from django.utils import timezone
 
 from chat.api.throttling import SendRateThrottle
 from chat.models import Membership, Message
-from tests.api import api_client
+from tests.api import api_client, path_of
 from tests.factories import make_member, make_messages, make_room, make_user
 from tests.ws import connect
 
@@ -21,11 +19,6 @@ pytestmark = pytest.mark.django_db
 def member(user, room):
     make_member(user, room)
     return user
-
-
-def path_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
 
 
 def walk(api, url: str, key: str = "next") -> list[int]:

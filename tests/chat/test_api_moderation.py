@@ -108,5 +108,5 @@ def test_owner_archives(user, room):
     )
     assert response.status_code == 200
     assert response.json()["is_archived"] is True
-    listed = [r["slug"] for r in api_client(user).get("/api/rooms/").json()]
+    listed = [r["slug"] for r in api_client(user).get("/api/rooms/").json()["results"]]
     assert room.slug not in listed

@@ -3,7 +3,7 @@
 import pytest
 
 from chat.models import Membership, Room
-from tests.api import api_client
+from tests.api import api_client, path_of
 from tests.factories import make_member, make_room, make_user
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +27,37 @@ def test_list_shows_public_and_my_private_rooms_with_counts_and_role(api, user, 
     mine = make_room("mine", is_private=True)
     make_member(user, mine, role="owner")
     make_room("theirs", is_private=True)
-    rooms = {r["slug"]: r for r in api.get("/api/rooms/").json()}
+    rooms = {r["slug"]: r for r in api.get("/api/rooms/").json()["results"]}
     assert "theirs" not in rooms
     assert rooms["pub"]["member_count"] == 1
     assert rooms["pub"]["my_role"] is None
     assert rooms["mine"]["my_role"] == "owner"
     assert rooms["mine"]["is_private"] is True
+
+
+def test_the_room_list_comes_in_pages_by_name(api):
+    existing = Room.objects.count()  # the rooms every database starts with
+    for n in range(60):
+        make_room(f"r{n:02d}", name=f"Room {59 - n:02d}")  # names in the reverse order of ids
+    first = api.get("/api/rooms/").json()
+    assert first["count"] == existing + 60
+    assert len(first["results"]) == 50
+    assert first["previous"] is None
+    rest = api.get(path_of(first["next"])).json()
+    names = [r["name"] for r in first["results"] + rest["results"]]
+    assert len(names) == existing + 60
+    assert names == sorted(names)
+    assert rest["next"] is None
+    small = api.get("/api/rooms/?page_size=7").json()
+    assert len(small["results"]) == 7
+    assert small["results"] == first["results"][:7]
+
+
+@pytest.mark.parametrize("page", ["99", "0", "x"])
+def test_a_room_page_that_does_not_exist_is_404_json(api, page):
+    response = api.get(f"/api/rooms/?page={page}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
 
 
 def test_create_room_makes_the_creator_owner(api, user):

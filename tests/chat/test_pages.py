@@ -5,6 +5,7 @@ import json
 import pytest
 from django.urls import reverse
 
+from chat.models import Room
 from tests.factories import make_member, make_messages, make_room
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +28,25 @@ def test_room_list_shows_public_rooms_and_my_private_rooms(client, user):
     assert "Open Room" in page
     assert "My Secret" in page
     assert "Their Secret" not in page
+
+
+def test_room_list_comes_in_pages_of_50(client, user):
+    existing = Room.objects.count()
+    for n in range(60):
+        make_room(f"r{n:02d}", name=f"Room {n:02d}")
+    client.force_login(user)
+    first = client.get(reverse("chat:room-list"))
+    shown = [room.name for room in first.context["rooms"]]
+    assert len(shown) == 50
+    assert 'rel="next" href="?page=2"' in first.content.decode()
+    second = client.get(reverse("chat:room-list"), {"page": 2})
+    rest = [room.name for room in second.context["rooms"]]
+    assert len(rest) == existing + 10
+    assert not set(shown) & set(rest)
+    assert 'rel="prev" href="?page=1"' in second.content.decode()
+    # Not a page: the nearest one, never an error.
+    assert client.get(reverse("chat:room-list"), {"page": "x"}).context["rooms"].number == 1
+    assert client.get(reverse("chat:room-list"), {"page": 99}).context["rooms"].number == 2
 
 
 def test_room_page_renders_the_last_50_messages(client, user, room):
