@@ -4,12 +4,12 @@ Starts the project as in production and the peers seed_fastapi and bare_ws
 (servers.py), drives every scenario of issue 10 against each in turn
 (project, seed_fastapi, bare_ws, project, ...) with ../shared/bench/loadgen.py
 through loadgen_ext.py, repeated, then the history API (history.py) and a
-py-spy profile, and writes bench/results/<date>.{jsonl,json,md} (output.py,
+py-spy profile, and writes bench/results/<date>-<commit>.{jsonl,json,md} (output.py,
 report.py). The method and every BENCH_* setting: docs/performance.md.
 
     make bench                      # the full run
     BENCH_QUICK=1 make bench        # a smoke run
-    .venv/bin/python bench/run.py --render bench/results/<date>.json   # redo the tables
+    .venv/bin/python bench/run.py --render bench/results/<date>-<commit>.json   # redo the tables
 """
 
 import contextlib
@@ -581,8 +581,11 @@ def main() -> None:
     cfg = Config()
     lock = take_lock()  # noqa: F841 - released when the process ends
     today = datetime.date.today().isoformat()
-    # A partial run (BENCH_SCENARIOS, BENCH_SERVERS) never overwrites a full one.
-    stem = "-".join([today, *(["quick"] if cfg.quick else []), *cfg.only])
+    # Named for the day and the commit measured, so that two runs of one day
+    # keep their own files; a partial run (BENCH_SCENARIOS, BENCH_SERVERS)
+    # never overwrites a full one.
+    parts = [today, servers.project_commit(), *(["quick"] if cfg.quick else []), *cfg.only]
+    stem = "-".join(parts)
     if os.environ.get("BENCH_SERVERS"):
         stem += "-" + "-".join(cfg.servers)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -167,6 +167,22 @@ def project_tree() -> Path:
     return dest
 
 
+def project_commit() -> str:
+    """The short commit of the code the servers run, for the results' file
+    names: BENCH_PROJECT_REF's, or this work tree's HEAD, with `-wip` when
+    the tree's code differs from it (results files aside)."""
+    ref = os.environ.get("BENCH_PROJECT_REF", "")
+    sha = run_checked(["git", "rev-parse", "--short", f"{ref or 'HEAD'}^{{commit}}"]).strip()
+    if ref:
+        return sha
+    changed = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", ".", ":!bench/results"],  # noqa: S607
+        cwd=ROOT,
+        check=False,
+    )
+    return sha if changed.returncode == 0 else f"{sha}-wip"
+
+
 def use_project_tree() -> Path:
     """Serve the tree BENCH_PROJECT_REF names (default: this work tree)."""
     global PROJECT
