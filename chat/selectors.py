@@ -21,8 +21,9 @@ def room_get(*, slug: str) -> Room:
 
 
 def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
-    """The rooms to list for `user`: those visible to them, without the archived."""
-    return room_visible_to(user=user).filter(is_archived=False)
+    """The rooms to list for `user`: those visible to them, without the
+    archived, by name (then age: a stable order for pages)."""
+    return room_visible_to(user=user).filter(is_archived=False).order_by("name", "id")
 
 
 def _my_membership(user: AbstractBaseUser) -> QuerySet[Membership]:

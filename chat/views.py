@@ -13,10 +13,10 @@ ROOMS_PER_PAGE = 50
 
 @login_required
 def room_list(request: HttpRequest) -> HttpResponse:
-    rooms = selectors.room_list_for_user(user=request.user).order_by("name", "id")
+    rooms = selectors.room_list_for_user(user=request.user)
     # A page past the last, or not a number, shows the nearest one.
     page = Paginator(rooms, ROOMS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "chat/room_list.html", {"rooms": page, "page": page})
+    return render(request, "chat/room_list.html", {"rooms": page})
 
 
 @login_required

@@ -45,8 +45,7 @@ class RoomListView(GenericAPIView):
 
     @extend_schema(responses=RoomSerializer(many=True), summary="Rooms I can see, by name")
     def get(self, request: Request) -> Response:
-        rooms = selectors.room_list_for_user(user=request.user).order_by("name", "id")
-        return _page(self, rooms, RoomSerializer)
+        return _page(self, selectors.room_list_for_user(user=request.user), RoomSerializer)
 
     @extend_schema(
         request=RoomCreateSerializer,
