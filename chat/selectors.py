@@ -10,6 +10,8 @@ from chat.exceptions import MessageNotFound, RoomNotFound, UnknownUser
 from chat.models import Membership, Message, Room
 
 HISTORY_PAGE_SIZE = 50
+# Rooms or members on one page of a list (the API's and the lobby's).
+LIST_PAGE_SIZE = 50
 CATCH_UP_PAGE_SIZE = 100
 
 

@@ -7,15 +7,12 @@ from chat import protocol, selectors
 from chat.exceptions import RoomNotFound
 from chat.roles import MANAGERS, is_staff
 
-# Rooms on one page of the lobby, as the API's pages (chat.api.pagination).
-ROOMS_PER_PAGE = 50
-
 
 @login_required
 def room_list(request: HttpRequest) -> HttpResponse:
     rooms = selectors.room_list_for_user(user=request.user)
     # A page past the last, or not a number, shows the nearest one.
-    page = Paginator(rooms, ROOMS_PER_PAGE).get_page(request.GET.get("page"))
+    page = Paginator(rooms, selectors.LIST_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "chat/room_list.html", {"rooms": page})
 
 

@@ -1,5 +1,7 @@
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
+from chat.selectors import LIST_PAGE_SIZE
+
 
 class ListPagination(PageNumberPagination):
     """Rooms and members, a page at a time: a server with thousands of rooms,
@@ -7,7 +9,7 @@ class ListPagination(PageNumberPagination):
     response. `?page=N` (from 1) and `?page_size=` (up to 200); the page
     carries `count`, `next` and `previous` beside its `results`."""
 
-    page_size = 50
+    page_size = LIST_PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = 200
 
