@@ -34,6 +34,10 @@ processes of either kind can share a Redis:
 - Other receives pop, with BZMPOP where a process's channel is popped (the
   layer configured without its scripts: encrypted, sharded or with
   per-channel capacities).
+- The scripts run on one pipelined connection per event loop, packed by
+  hand (chat.redispipe): through redis-py, a message's publish cost the
+  process nearly three times the CPU of its round trip. A Redis reached over
+  TLS, a Unix socket or Sentinel is still called through redis-py.
 
 Measured in docs/performance.md.
 """
@@ -43,15 +47,19 @@ import collections
 import logging
 import random
 import time
+import weakref
 
 import msgpack
+import redis.asyncio as aioredis
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 from channels_redis.serializers import MsgPackSerializer
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from chat.sharedstate import client_script
+from chat.redispipe import ScriptPipe
+from chat.sharedstate import client_script, per_loop
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +260,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._subscriptions: dict[str, _Subscription] = {}  # channel key -> its pushes
         self._push = True  # until Redis refuses a subscription
         self._bzmpop = True  # until a Redis before 7.0 says it has no BZMPOP
+        self._pipes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
         serializer = self._serializer
         # The one-script group_send writes what channels-redis would: msgpack,
         # unencrypted, one capacity, one Redis. Otherwise channels-redis's own.
@@ -386,7 +395,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         connection = self.connection(self.consistent_hash(name))
         content = self.serialize({**message, ASGI_CHANNEL: channel})
         args = [time.time(), self.expiry, self.get_capacity(channel), content]
-        if await client_script(connection, SEND_SCRIPT)(keys=[self.prefix + name], args=args):
+        if await self._run_script(connection, SEND_SCRIPT, [self.prefix + name], args):
             raise ChannelFull()
 
     async def group_send(self, group: str, message: dict) -> None:
@@ -408,11 +417,24 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             args += [prefix + head, tail, message.get(ORIGIN) or ""]
         # One Redis (_one_script): any group's connection serves them all.
         connection = self.connection(self.consistent_hash(messages[0][0]))
-        over = await client_script(connection, GROUP_SEND_SCRIPT)(
-            keys=[self._group_key(group) for group, _ in messages], args=args
-        )
+        keys = [self._group_key(group) for group, _ in messages]
+        over = await self._run_script(connection, GROUP_SEND_SCRIPT, keys, args)
         if over:
             logger.info("%s channels over capacity in groups %s", over, [g for g, _ in messages])
+
+    async def _run_script(self, connection: aioredis.Redis, source: str, keys: list, args: list):
+        """The script `source` on this event loop's pipelined connection
+        (chat.redispipe) where the layer's Redis is reached over plain TCP;
+        through redis-py otherwise (TLS, a Unix socket, Sentinel)."""
+        pool = connection.connection_pool
+        plain = issubclass(pool.connection_class, aioredis.Connection) and not (
+            issubclass(pool.connection_class, aioredis.SSLConnection)
+            or isinstance(pool, SentinelConnectionPool)
+        )
+        if not plain:
+            return await client_script(connection, source)(keys=keys, args=args)
+        pipe = per_loop(self._pipes, lambda: ScriptPipe(pool.connection_kwargs))
+        return await pipe.run(source, keys, args)
 
     async def _brpop_with_clean(self, index: int, channel: str, timeout: float):
         if not channel.endswith("!"):
@@ -454,6 +476,9 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         # A process's own channel has no backup queue (_brpop_with_clean).
 
     async def flush(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.close()
+        self._pipes.clear()
         self._popped.clear()
         subscriptions, self._subscriptions = self._subscriptions, {}
         for subscription in subscriptions.values():

@@ -12,7 +12,7 @@ from django.conf import settings
 from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.exceptions import ResponseError
 
-from chat import layers
+from chat import layers, redispipe
 from chat.layers import ORIGIN, ResilientRedisChannelLayer
 from tests.conftest import need_redis
 
@@ -138,13 +138,18 @@ def _commands_sent(monkeypatch) -> collections.Counter:
     here, not in Redis's INFO: other clients of the same Redis, a server or
     another test run, would count there too)."""
     sent: collections.Counter = collections.Counter()
-    original = aioredis.Redis.execute_command
+    original, original_pack = aioredis.Redis.execute_command, redispipe.pack
 
     async def counted(self, *args, **options):
         sent[str(args[0]).lower()] += 1
         return await original(self, *args, **options)
 
+    def packed(*args):  # the layer's scripts, on its own connection
+        sent[args[0].decode().lower()] += 1
+        return original_pack(*args)
+
     monkeypatch.setattr(aioredis.Redis, "execute_command", counted)
+    monkeypatch.setattr(redispipe, "pack", packed)
     return sent
 
 
