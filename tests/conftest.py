@@ -18,7 +18,7 @@ from chat.models import Room
 from chat.sharedstate import reset_shared_stores
 from tests.concurrency import another_session
 from tests.factories import make_room, make_user
-from tests.servers import daphne
+from tests.servers import PrivateRedis, daphne
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -42,6 +42,18 @@ def need_redis() -> str:
             pytest.fail("REDIS_URL is required")
         pytest.skip("needs REDIS_URL")
     return settings.REDIS_URL
+
+
+def started_private_redis() -> PrivateRedis:
+    """A redis-server of the test's own, started; skip (fail under
+    REQUIRE_SERVICES) where the machine has no redis-server to start."""
+    if shutil.which("redis-server") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is required")
+        pytest.skip("needs redis-server")
+    server = PrivateRedis()
+    server.start()
+    return server
 
 
 def need_postgres() -> None:

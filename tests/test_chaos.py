@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import os
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from chat.client import ChatClient
 from chat.models import Message
-from tests.conftest import REQUIRE_SERVICES, need_postgres
+from tests.conftest import need_postgres, started_private_redis
 from tests.factories import make_room, make_user
-from tests.servers import DaphneProcess, PrivateRedis
+from tests.servers import DaphneProcess
 
 CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "6"))
 SECONDS = float(os.environ.get("CHAOS_SECONDS", "12"))
@@ -47,12 +46,7 @@ pytestmark = [
 @pytest.fixture
 def chaos_stack(transactional_db):
     need_postgres()
-    if shutil.which("redis-server") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is required")
-        pytest.skip("needs redis-server")
-    redis_server = PrivateRedis()
-    redis_server.start()
+    redis_server = started_private_redis()
     # Generous send limits: the rate limiter is not under test here.
     env = {"REDIS_URL": redis_server.url, "SEND_RATE": "100", "SEND_BURST": "100"}
     servers = [DaphneProcess(**env), DaphneProcess(**env)]

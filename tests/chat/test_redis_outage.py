@@ -7,7 +7,6 @@ starts again (empty, as the production Redis keeps nothing on disk).
 
 import asyncio
 import json
-import shutil
 
 import pytest
 import redis
@@ -18,8 +17,7 @@ from chat import events
 from chat.models import Message
 from chat.sharedstate import reset_shared_stores
 from tests.api import api_client
-from tests.conftest import REQUIRE_SERVICES
-from tests.servers import PrivateRedis
+from tests.conftest import started_private_redis
 from tests.ws import connect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -27,12 +25,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def private_redis(settings):
-    if shutil.which("redis-server") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is required")
-        pytest.skip("needs redis-server")
-    server = PrivateRedis()
-    server.start()
+    server = started_private_redis()
     settings.REDIS_URL = server.url
     settings.CHANNEL_LAYERS = {
         "default": {

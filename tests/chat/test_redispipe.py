@@ -1,7 +1,6 @@
 """The layer's scripts on one pipelined connection (chat.redispipe), against a real Redis."""
 
 import asyncio
-import shutil
 import signal
 import uuid
 
@@ -12,8 +11,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat.redispipe import CLIENT_NAME, ScriptPipe, pack
-from tests.conftest import REQUIRE_SERVICES, need_redis
-from tests.servers import PrivateRedis
+from tests.conftest import need_redis, started_private_redis
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2]}"
 SET = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) return redis.call('GET', KEYS[1])"
@@ -86,12 +84,7 @@ async def test_an_error_reply_raises_and_leaves_the_connection_serving():
 def paused_redis():
     """A redis-server of the test's own, and a way to freeze it (SIGSTOP):
     the calls then sent wait, in flight, for replies that do not come."""
-    if shutil.which("redis-server") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is required")
-        pytest.skip("needs redis-server")
-    server = PrivateRedis()
-    server.start()
+    server = started_private_redis()
     yield server
     server.process.send_signal(signal.SIGCONT)
     server.stop()
