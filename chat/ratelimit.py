@@ -47,7 +47,9 @@ class TokenBucket:
 # step, a message sent at `clock` may go if full_at - clock <= slack, and moves
 # full_at to max(full_at, clock) + step. The SQL below takes these as
 # parameters. The clock is the posting process's (as a message's created_at):
-# machines kept in time agree to milliseconds, and a token is 200 ms.
+# machines kept in time agree to milliseconds, and a token is 200 ms. In
+# PostgreSQL it is never earlier than the database's once the bucket is
+# locked (_NOW_SQL): a round may wait for that lock past its own clock.
 
 
 def send_rate_params() -> dict:
@@ -58,6 +60,11 @@ def send_rate_params() -> dict:
 def rate_limited(retry_after: float) -> RateLimited:
     retry_after = round(max(retry_after, 0.001), 3)
     return RateLimited(f"Too many messages: retry in {retry_after} s.", retry_after=retry_after)
+
+
+# The moment a bucket is counted at, in PostgreSQL: evaluated where the
+# bucket's row is locked.
+_NOW_SQL = "GREATEST(%(clock)s, extract(epoch FROM clock_timestamp())::float8)"
 
 
 def send_rate_sql() -> str:
@@ -90,18 +97,25 @@ def send_rate_sql() -> str:
             ORDER BY b.user_id FOR UPDATE
         ),
         bucket AS (
-            -- A new bucket is full: as if full at this moment.
+            -- Read once its bucket is locked (each group's row is in hand):
+            -- a round whose clock was read before another's, and whose
+            -- statement waited for that one's lock, would count the bucket
+            -- at an earlier moment than its last taker did and find a token
+            -- fewer. The database's clock, not earlier than the process's.
             SELECT ranked.user_id, l.user_id IS NULL AS new, count(*) AS wanted,
-                   GREATEST(COALESCE(l.full_at, %(clock)s), %(clock)s) AS base
+                   l.full_at AS old, {_NOW_SQL} AS now
             FROM ranked LEFT JOIN locked l ON l.user_id = ranked.user_id
             GROUP BY ranked.user_id, l.user_id, l.full_at
         ),
         counted AS (
-            SELECT user_id, new, took, base + took * %(step)s AS full_at FROM (
-                SELECT bucket.*, LEAST(
-                    wanted, GREATEST(0, floor((%(clock)s + %(slack)s - base) / %(step)s) + 1)
+            SELECT user_id, new, took, now, base + took * %(step)s AS full_at FROM (
+                SELECT *, LEAST(
+                    wanted, GREATEST(0, floor((now + %(slack)s - base) / %(step)s) + 1)
                 ) AS took
-                FROM bucket
+                FROM (
+                    -- A new bucket is full: as if full at this moment.
+                    SELECT bucket.*, GREATEST(COALESCE(old, now), now) AS base FROM bucket
+                ) b
             ) b
         ),
         made AS (
@@ -131,15 +145,19 @@ def send_rate_take(user_id: int) -> RateLimited | None:
     statement (any database). None if taken; else RateLimited, saying when
     one is back. For a post that the round's statement did not take for."""
     table = SendRate._meta.db_table
-    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    postgres = connection.vendor == "postgresql"
+    greatest = "GREATEST" if postgres else "MAX"
+    # PostgreSQL evaluates SET and WHERE with the row locked (send_rate_sql);
+    # SQLite has one writer at a time.
+    now = _NOW_SQL if postgres else "%(clock)s"
     params = {**send_rate_params(), "user": user_id}
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} (user_id, full_at) VALUES (%(user)s, %(clock)s + %(step)s)
             ON CONFLICT (user_id) DO UPDATE
-            SET full_at = {greatest}({table}.full_at, %(clock)s) + %(step)s
-            WHERE {greatest}({table}.full_at, %(clock)s) - %(clock)s <= %(slack)s
+            SET full_at = {greatest}({table}.full_at, {now}) + %(step)s
+            WHERE {greatest}({table}.full_at, {now}) - {now} <= %(slack)s
             RETURNING full_at
             """,  # noqa: S608 - the table name from the model; every value is a parameter
             params,

@@ -545,7 +545,7 @@ def _insert_many_sql() -> str:
         FROM inserted JOIN numbered USING (room_id, seq)
         UNION ALL
         -- The posts refused for their rate, with the seconds until a token is back.
-        SELECT ranked.n, NULL, NULL, allowance.full_at - %(slack)s - %(clock)s
+        SELECT ranked.n, NULL, NULL, allowance.full_at - %(slack)s - allowance.now
         FROM ranked JOIN allowance USING (user_id)
         WHERE ranked.k > allowance.took
         ORDER BY 1

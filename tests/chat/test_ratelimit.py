@@ -7,8 +7,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from chat import services
 from chat.exceptions import RateLimited
 from chat.models import Message, SendRate
+from chat.ratelimit import send_rate_params
 from tests.concurrency import run_at_once
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room, make_user
@@ -148,6 +150,25 @@ def test_rounds_making_the_same_new_buckets_at_once_share_the_burst(
     _assert_stored_or_left(outcomes, [user, other_user], 6)
     for sender in (user, other_user):
         assert Message.objects.filter(user=sender).count() <= 3
+
+
+def test_a_round_whose_clock_was_read_before_the_last_takers_still_gets_its_token(
+    burst_of_three, user, room, monkeypatch
+):
+    """A round reads its clock, then may wait for another round's lock on the
+    bucket: counted at that earlier moment, the bucket the other round left
+    looked a token short, and a sender's burst came up one post short
+    (concurrent rounds, a slow commit)."""
+    need_postgres()
+    make_member(user, room)
+    assert _kinds(insert_round(_posts(room, user, user))) == ["Message", "Message"]
+
+    def read_before():
+        return {**send_rate_params(), "clock": time.time() - 0.5}
+
+    monkeypatch.setattr(services, "send_rate_params", read_before)
+    assert _kinds(insert_round(_posts(room, user, user))) == ["Message", "RateLimited"]
+    assert Message.objects.filter(user=user).count() == 3
 
 
 def test_every_user_has_a_budget_of_their_own(burst_of_three, user, room):
