@@ -157,7 +157,7 @@ def send_rate_take(user_id: int) -> RateLimited | None:
             INSERT INTO {table} (user_id, full_at) VALUES (%(user)s, %(clock)s + %(step)s)
             ON CONFLICT (user_id) DO UPDATE
             SET full_at = {greatest}({table}.full_at, {now}) + %(step)s
-            WHERE {greatest}({table}.full_at, {now}) - {now} <= %(slack)s
+            WHERE {table}.full_at - {now} <= %(slack)s
             RETURNING full_at
             """,  # noqa: S608 - the table name from the model; every value is a parameter
             params,
