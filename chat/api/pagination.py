@@ -1,3 +1,4 @@
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 from chat.selectors import LIST_PAGE_SIZE
@@ -31,3 +32,15 @@ class MessageCursorPagination(CursorPagination):
 
     def get_ordering(self, request, queryset, view) -> tuple[str, ...]:
         return ("seq",) if "after" in request.query_params else ("-seq",)
+
+    def decode_cursor(self, request):
+        """DRF's cursor, with its position checked: DRF takes any text there,
+        and a cursor made by hand with a word for the seq reached the query
+        and failed it (a 500). A cursor's position is always a number."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                int(cursor.position)
+            except ValueError:
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor

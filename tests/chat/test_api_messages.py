@@ -1,5 +1,7 @@
 """Message history and sending over the REST API."""
 
+import base64
+
 import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
@@ -73,10 +75,27 @@ def test_bad_history_queries_are_400_json(member, room, query):
     assert response.json()["code"] == "invalid"
 
 
-def test_a_bad_cursor_is_404_json(member, room):
-    response = api_client(member).get(f"/api/rooms/{room.slug}/messages/?cursor=garbage")
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        base64.b64encode(b"p=abc").decode(),  # a position that is not a number
+        base64.b64encode(b"p=1.5&r=1").decode(),
+    ],
+)
+def test_a_bad_cursor_is_404_json(member, room, cursor):
+    make_messages(room, member, 3)
+    response = api_client(member).get(f"/api/rooms/{room.slug}/messages/", {"cursor": cursor})
     assert response.status_code == 404
-    assert response.json()["code"]
+    assert response.json()["code"] == "not_found"
+
+
+def test_a_cursor_made_by_hand_with_a_number_pages_on(member, room):
+    stored = [message.seq for message in make_messages(room, member, 5)]
+    cursor = base64.b64encode(f"p={stored[3]}".encode()).decode()
+    response = api_client(member).get(f"/api/rooms/{room.slug}/messages/", {"cursor": cursor})
+    assert response.status_code == 200
+    assert [m["seq"] for m in response.json()["results"]] == stored[2::-1]
 
 
 def test_a_history_page_costs_the_same_queries_at_any_depth(member, room):
