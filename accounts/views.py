@@ -2,6 +2,7 @@ from django.contrib.auth import login
 from django.urls import reverse_lazy
 from django.views.generic import FormView
 
+from accounts import services
 from accounts.forms import SignUpForm
 
 
@@ -11,5 +12,10 @@ class SignUpView(FormView):
     success_url = reverse_lazy("chat:room-list")
 
     def form_valid(self, form):
-        login(self.request, form.save(), backend="django.contrib.auth.backends.ModelBackend")
+        try:
+            user = form.save()
+        except services.UsernameTaken as taken:  # taken since the form checked
+            form.add_error("username", str(taken))
+            return self.form_invalid(form)
+        login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
         return super().form_valid(form)

@@ -4,8 +4,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
+from accounts.services import USERNAME_TAKEN
+
 User = get_user_model()
-DUPLICATE_USERNAME = "A user with that username already exists."
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -13,9 +14,8 @@ class RegisterSerializer(serializers.Serializer):
         max_length=150,
         validators=[
             UnicodeUsernameValidator(),
-            UniqueValidator(
-                User.objects.all(), message="A user with that username already exists."
-            ),
+            # As Django's sign-up form: names differing only in case are one name.
+            UniqueValidator(User.objects.all(), message=USERNAME_TAKEN, lookup="iexact"),
         ],
     )
     password = serializers.CharField(write_only=True, trim_whitespace=False)

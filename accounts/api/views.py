@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes, throttle_classes
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +19,10 @@ from accounts.api.throttling import AuthRateThrottle
 def register(request: Request) -> Response:
     serializer = RegisterSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    user = services.user_sign_up(**serializer.validated_data)
+    try:
+        user = services.user_sign_up(**serializer.validated_data)
+    except services.UsernameTaken as taken:
+        raise ValidationError({"username": [str(taken)]}) from None
     return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
 
 

@@ -1,8 +1,11 @@
 """The JSON auth endpoints: register, obtain and refresh JWTs."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from tests.concurrency import while_another_signs_up
+from tests.conftest import need_postgres
 from tests.factories import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
@@ -49,6 +52,25 @@ def test_register_refuses_a_taken_username(api, user):
     )
     assert response.status_code == 400
     assert response.json()["username"] == ["A user with that username already exists."]
+
+
+def test_register_refuses_a_username_taken_in_another_case(api, user):
+    response = post(api, "/api/auth/register/", {"username": "ALICE", "password": PASSWORD})
+    assert response.status_code == 400
+    assert response.json()["username"] == ["A user with that username already exists."]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_register_that_loses_the_race_for_its_name_is_400(api):
+    need_postgres()
+    body = {"username": "zed", "password": PASSWORD}
+    response = while_another_signs_up("zed", lambda: post(api, "/api/auth/register/", body))
+    assert response.status_code == 400
+    assert response.json() == {
+        "username": ["A user with that username already exists."],
+        "code": "invalid",
+    }
+    assert get_user_model().objects.filter(username="zed").count() == 1
 
 
 def test_token_then_refresh(api, user):

@@ -4,6 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from tests.concurrency import while_another_signs_up
+from tests.conftest import need_postgres
 from tests.factories import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +44,18 @@ def test_signup_refuses_a_taken_username(client, user):
     )
     assert response.status_code == 200
     assert response.context["form"].errors["username"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signup_that_loses_the_race_for_its_name_shows_a_form_error(client):
+    need_postgres()
+    data = {"username": "zed", "password1": PASSWORD, "password2": PASSWORD}
+    response = while_another_signs_up("zed", lambda: client.post(reverse("signup"), data))
+    assert response.status_code == 200
+    assert response.context["form"].errors["username"] == [
+        "A user with that username already exists."
+    ]
+    assert "_auth_user_id" not in client.session  # not logged in as the other zed
 
 
 def test_login_and_logout(client):

@@ -2,14 +2,12 @@
 clients can tell a missing message from a message of another room."""
 
 import threading
-import time
 
 import pytest
-from django.db import connection
 
 from chat import protocol, services
 from chat.models import Message, RoomSequence
-from tests.concurrency import another_session, run_at_once
+from tests.concurrency import another_session, run_at_once, wait_until_blocked
 from tests.conftest import need_postgres
 from tests.factories import make_member, make_room, make_user
 from tests.rounds import insert_round
@@ -133,25 +131,10 @@ def _round_beside_another(posts: list[dict], *statements: str) -> list:
             other_process.execute(statement)
         thread = threading.Thread(target=lambda: outcomes.extend(insert_round(posts)))
         thread.start()
-        _wait_until_blocked(thread)
+        wait_until_blocked(thread, statement_like="%unnest%")
         other_process.commit()
         thread.join(10)
     return outcomes
-
-
-def _wait_until_blocked(thread: threading.Thread) -> None:
-    for _ in range(500):
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                ["%unnest%"],
-            )
-            if cursor.fetchone()[0]:
-                return
-        assert thread.is_alive()
-        time.sleep(0.01)
-    raise AssertionError("the round never waited for the other insert")
 
 
 def _post(user, room, body: str) -> dict:
