@@ -17,7 +17,8 @@ class ChatClient:
         self.communicator = communicator
 
     async def send(self, frame: dict) -> None:
-        await self.communicator.send_json_to(frame)
+        # As a browser's JSON.stringify: text as it is, not \u escapes.
+        await self.send_text(json.dumps(frame, ensure_ascii=False))
 
     async def send_text(self, text: str) -> None:
         await self.communicator.send_to(text_data=text)

@@ -63,15 +63,28 @@ async def test_the_budget_is_per_user_across_sockets(
     assert sorted(stored) == ["bob speaks", "m0", "m1", "m2"]
 
 
-async def test_oversized_frame_is_refused_and_the_socket_stays(user, room, settings):
+@pytest.mark.parametrize(
+    "body",
+    ["x" * 2000, "\u20ac" * 400],  # the second: 400 characters, 1,200 bytes in UTF-8
+)
+async def test_oversized_frame_is_refused_and_the_socket_stays(user, room, settings, body):
     settings.MAX_FRAME_BYTES = 1000
     async with connect(user) as alice:
         await alice.join(room.slug)
-        await alice.post(room.slug, "x" * 2000, "big")
+        await alice.post(room.slug, body, "big")
         refused = await alice.receive_type("error")
         await alice.post(room.slug, "small", "small")
         assert (await alice.receive_type("message"))["body"] == "small"
     assert refused["code"] == "frame_too_large"
+
+
+async def test_a_frame_of_many_byte_characters_under_the_limit_is_taken(user, room, settings):
+    settings.MAX_FRAME_BYTES = 1000
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        await alice.post(room.slug, "\u20ac" * 300, "euros")  # 900 bytes, the frame under 1,000
+        sent = await alice.receive_type("message")
+    assert sent["body"] == "\u20ac" * 300
 
 
 async def test_rooms_per_connection_are_limited(user, settings):
