@@ -18,5 +18,6 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
 ]
 
+handler400 = "chatsite.errors.bad_request"
 handler404 = "chatsite.errors.not_found"
 handler500 = "chatsite.errors.server_error"

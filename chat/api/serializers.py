@@ -74,10 +74,12 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    # Length and emptiness are the service's rules (the socket shares them);
-    # the limits here only keep absurd input out and document the API.
+    # Length and emptiness are the service's rules, shared with the socket
+    # (body_too_long, empty_body); DATA_UPLOAD_MAX_MEMORY_SIZE bounds the rest.
     body = serializers.CharField(
-        trim_whitespace=False, allow_blank=True, max_length=BODY_MAX_LENGTH * 2
+        trim_whitespace=False,
+        allow_blank=True,
+        help_text=f"1 to {BODY_MAX_LENGTH} characters once trimmed.",
     )
     client_id = serializers.CharField(
         max_length=CLIENT_ID_MAX_LENGTH, required=False, allow_null=True, default=None

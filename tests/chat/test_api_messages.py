@@ -173,6 +173,7 @@ def test_send_with_repeated_client_id_answers_200_with_the_stored_message(member
         ({"body": ""}, "empty_body"),
         ({"body": "   "}, "empty_body"),
         ({"body": "x" * 4001}, "body_too_long"),
+        ({"body": "x" * 100_000}, "body_too_long"),
         ({}, "invalid"),
         ({"body": "ok", "client_id": "x" * 101}, "invalid"),
     ],
