@@ -148,10 +148,11 @@ def member_remove(*, actor: AbstractBaseUser, room: Room, membership: Membership
             actor=actor, action=Action.MEMBER_REMOVE, room=room, target_user=membership.user
         )
     user_id = membership.user_id
+    reason = "left" if user_id == actor.pk else "removed"
     membership.delete()
     # A former member's open sockets must stop hearing the room at once.
     transaction.on_commit(
-        lambda: events.user_removed_from_room(user_id, room_slug=room.slug, reason="removed")
+        lambda: events.user_removed_from_room(user_id, room_slug=room.slug, reason=reason)
     )
 
 

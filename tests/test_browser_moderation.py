@@ -2,7 +2,7 @@
 
 An author deletes their own message and it vanishes from the other reader's
 page; a locked room turns a member's composer read-only under a "Locked"
-banner, live and on a fresh page.
+banner, live and on a fresh page; so does leaving the room elsewhere, or a ban.
 """
 
 from collections.abc import Callable
@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connections
 from playwright.sync_api import expect
 
-from chat import moderation
+from chat import moderation, services
 from chat.models import Room
 from tests.browser import log_in_and_open_general
 from tests.conftest import need_redis
@@ -111,6 +111,37 @@ def test_lock_makes_a_members_composer_read_only_live(people, server, chromium):
     expect(banner).to_be_hidden()
     expect(bob.locator("#composer-input")).to_be_enabled()
     expect(bob.locator(".composer-send")).to_be_enabled()
+    assert errors == []
+
+
+def leave_or_ban_in_general(people, how: str) -> None:
+    room = Room.objects.get(slug="general")
+    if how == "left":
+        services.room_leave(user=people["bob"], room=room)
+    else:
+        moderation.member_ban(actor=people["staff"], room=room, user=people["bob"])
+
+
+@pytest.mark.parametrize(
+    ("how", "text"),
+    [
+        ("left", "You left this room from elsewhere."),
+        ("banned", "You were removed from this room (banned)."),
+    ],
+)
+def test_leaving_elsewhere_or_a_ban_makes_the_open_page_read_only(
+    people, server, chromium, how, text
+):
+    need_redis()  # told from this process: only a shared layer reaches Daphne
+    bob, errors = log_in_and_open_general(chromium, server, "bob")
+    expect(bob.locator("#composer-input")).to_be_enabled()
+
+    outside_playwright(lambda: leave_or_ban_in_general(people, how))
+
+    banner = bob.locator("#room-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text(text)
+    expect(bob.locator("#composer-input")).to_be_disabled()
     assert errors == []
 
 

@@ -492,11 +492,7 @@
   // renders the same texts for the page's first state.
   function bannerContent() {
     if (state.removedReason != null) {
-      return {
-        kind: "removed",
-        title: "Removed",
-        text: `You were removed from this room (${state.removedReason}).`,
-      };
+      return { kind: "removed", title: "Removed", text: `${removedText()}.` };
     }
     if (state.roomState.archived) {
       const text = "This room is archived: it is read-only.";
@@ -570,6 +566,12 @@
     setRoomState({ locked: room.is_locked, archived: room.is_archived });
   }
 
+  // "left": this account left the room from another window or a program.
+  function removedText() {
+    if (state.removedReason === "left") return "You left this room from elsewhere";
+    return `You were removed from this room (${state.removedReason})`;
+  }
+
   // Banned or removed: the server has taken every socket of ours out of the
   // room and would refuse a rejoin, so stop here and say so.
   function leaveForGood(reason) {
@@ -584,7 +586,7 @@
     setOnline([]);
     forgetAllTypers();
     renderRoomState();
-    addNotice(`You were removed from this room (${state.removedReason})`, "error");
+    addNotice(removedText(), "error");
     setStatus("offline");
     if (state.socket) state.socket.close();
   }

@@ -1,10 +1,11 @@
-"""Moderation from the admin takes effect on the sockets open right now."""
+"""Moderation and membership changes take effect on the sockets open right now."""
 
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
 from chat.models import Membership, Message
+from tests.api import api_client
 from tests.factories import make_member, make_user
 from tests.ws import connect
 
@@ -112,6 +113,24 @@ async def test_ban_removes_the_user_from_the_room_at_once(channel_backend, user,
         await bob.assert_silent()
         await bob.send({"type": "join", "room": room.slug})
         assert (await bob.receive_type("error"))["code"] == "banned"
+
+
+@pytest.mark.parametrize(("by_owner", "reason"), [(False, "left"), (True, "removed")])
+async def test_leaving_or_removal_through_the_api_takes_the_sockets_out_of_the_room(
+    channel_backend, user, other_user, room, by_owner, reason
+):
+    owner = await database_sync_to_async(make_user)("owner")
+    await database_sync_to_async(make_member)(owner, room, Membership.Role.OWNER)
+    async with connect(other_user) as bob:
+        await bob.join(room.slug)
+        if by_owner:
+            url = f"/api/rooms/{room.slug}/members/{other_user.username}/"
+            response = await database_sync_to_async(api_client(owner).delete)(url)
+        else:
+            url = f"/api/rooms/{room.slug}/leave/"
+            response = await database_sync_to_async(api_client(other_user).post)(url)
+        assert response.status_code == 204
+        assert await bob.receive() == {"type": "removed", "room": room.slug, "reason": reason}
 
 
 async def test_deactivation_closes_every_socket_of_the_user(channel_backend, user, room):
