@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 #
-# Python: Django 5.2 (LTS) needs 3.10 to 3.13. We build on the machine's
+# Python: Django 5.2 (LTS) runs on 3.10 to 3.13, and the project's code needs
+# 3.11 (datetime.UTC, asyncio.timeout): 3.11 to 3.13. We build on the machine's
 # python3.11 when it exists, else on python3, and refuse anything older.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 VENV := .venv
@@ -10,9 +11,9 @@ PORT ?= 8000
 .PHONY: run test lint format system-deps chaos clean
 
 $(BIN)/python:
-	@test -n "$(PYTHON)" || { echo "No python3 found: install Python 3.10-3.13." >&2; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' || \
-		{ echo "Django 5.2 needs Python 3.10-3.13; $(PYTHON) is $$($(PYTHON) --version). Set PYTHON=..." >&2; exit 1; }
+	@test -n "$(PYTHON)" || { echo "No python3 found: install Python 3.11-3.13." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
+		{ echo "The project needs Python 3.11-3.13; $(PYTHON) is $$($(PYTHON) --version). Set PYTHON=..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 

@@ -89,7 +89,7 @@ class ChatClient:
             try:
                 await self._session()
                 attempt = 0
-            except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                 logger.debug("chat connection lost: %r", exc)
             if self._closing:
                 break
