@@ -166,11 +166,11 @@ def member_unban(
 def _target_membership(actor: AbstractBaseUser, room: Room, user: AbstractBaseUser) -> Membership:
     """The membership a mute or ban applies to (made for public rooms' passers-by).
 
-    Nobody moderates the owner, and only the owner or staff moderate a moderator.
+    Only staff moderate the owner, and only the owner or staff a moderator.
     """
     membership, _ = Membership.objects.get_or_create(room=room, user=user)
     if membership.role == Role.OWNER and not is_staff(actor):
-        raise Forbidden("Nobody may moderate the room's owner.")
+        raise Forbidden("Only staff may moderate the room's owner.")
     if membership.role == Role.MODERATOR:
         require_role(actor, room, OWNER, "Only the owner may moderate a moderator.")
     if user.pk == actor.pk:
