@@ -34,6 +34,19 @@ from chat.resume import Stream
 
 logger = logging.getLogger(__name__)
 
+
+class _WithoutToken(logging.LoggerAdapter):
+    """websockets' logger for a connection, with the token left out: at DEBUG
+    it logs every request header, `Authorization` included."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if len(args) == 2 and str(args[0]).lower() == "authorization":
+            args = (args[0], "[redacted]")
+        super().log(level, msg, *args, **kwargs)
+
+
+_websockets_logger = _WithoutToken(logging.getLogger("websockets.client"))
+
 CATCH_UP_PAGE_SIZE = 100  # a joined page this full means there may be more
 # Seconds a gap may stay open before it is filled from the database; doubled
 # (up to GAP_WAIT_MAX) while gaps keep coming back, as they do when the server
@@ -129,7 +142,9 @@ class ChatClient:
 
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
-        async with websockets.connect(self.url, additional_headers=headers) as socket:
+        async with websockets.connect(
+            self.url, additional_headers=headers, logger=_websockets_logger
+        ) as socket:
             if self._closing:
                 return  # close() came while this connection was being made
             self._socket = socket

@@ -1,6 +1,7 @@
 """The Python chat client (chat.client) against a WebSocket server of the test's own."""
 
 import asyncio
+import logging
 
 import pytest
 from websockets.asyncio.server import serve
@@ -30,3 +31,26 @@ async def test_closing_while_a_connection_is_being_made_still_ends_run():
 
         await asyncio.wait_for(runner, 5)
         assert client.connections == 0
+
+
+@pytest.mark.asyncio
+async def test_the_token_stays_out_of_websockets_debug_log(caplog):
+    headers = asyncio.get_running_loop().create_future()
+
+    async def note_the_headers(connection, request):
+        headers.set_result(request.headers)
+
+    async def keep_open(connection):
+        await connection.wait_closed()
+
+    caplog.set_level(logging.DEBUG, logger="websockets.client")
+    async with serve(keep_open, "127.0.0.1", 0, process_request=note_the_headers) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = ChatClient(f"ws://127.0.0.1:{port}/", token="s3cret-token", rooms=[])
+        runner = asyncio.create_task(client.run())
+        received = await asyncio.wait_for(headers, 5)
+        await client.close()
+        await asyncio.wait_for(runner, 5)
+    assert received["Authorization"] == "Bearer s3cret-token"  # it was sent
+    assert "> Authorization: [redacted]" in caplog.text  # and logged, without it
+    assert "s3cret-token" not in caplog.text
