@@ -5,24 +5,17 @@ page; a locked room turns a member's composer read-only under a "Locked"
 banner, live and on a fresh page; so does leaving the room elsewhere, or a ban.
 """
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connections
 from playwright.sync_api import expect
 
 from chat import moderation, services
 from chat.models import Room
-from tests.browser import log_in_and_open_general
+from tests.browser import log_in_and_open_general, outside_playwright
 from tests.conftest import need_redis
 from tests.factories import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -37,21 +30,6 @@ def people(server) -> dict[str, AbstractBaseUser]:
         "bob": make_user("bob"),
         "staff": make_user("staff", is_staff=True),
     }
-
-
-def outside_playwright(work: Callable[[], T]) -> T:
-    """Run ORM code in another thread: in this one, Playwright's event loop
-    makes Django raise SynchronousOnlyOperation."""
-
-    def run() -> T:
-        try:
-            return work()
-        finally:
-            # The thread's own connection; left open, it would block the flush.
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
 
 
 def set_general_locked(staff: AbstractBaseUser, locked: bool) -> None:

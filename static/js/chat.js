@@ -11,6 +11,7 @@
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_CAP_MS = 15000;
   const MAX_REFUSED_HANDSHAKES = 3;
+  const CLOSE_TOO_MANY_CONNECTIONS = 4429; // docs/protocol.md
   const NEAR_BOTTOM_PX = 80;
   const MAX_NOTICES = 50;
   const COMPOSER_MAX_HEIGHT_PX = 160;
@@ -29,6 +30,7 @@
     onlineCount: document.getElementById("online-count"),
     notices: document.getElementById("notices"),
     older: document.getElementById("older"),
+    announcer: document.getElementById("announcer"),
   };
 
   const state = {
@@ -53,7 +55,9 @@
     ahead: new Map(),
     gapTimer: null,
     joinSince: null, // the `since` of the join awaiting its answer
-    pending: new Map(), // client_id -> {body, el}: sent, not yet echoed
+    // client_id -> {body, el, socket, retryTimer}: not yet echoed, in the
+    // order written; `socket`: the one it was sent on.
+    pending: new Map(),
     online: [],
     typers: new Map(), // username -> timeout that forgets them
     socket: null,
@@ -180,6 +184,7 @@
     if (!pending) return;
     pending.el.remove();
     state.pending.delete(message.client_id);
+    sendNext();
   }
 
   function seedFromPage() {
@@ -192,7 +197,9 @@
       noteShownId(id);
     }
     // The page holds the latest messages, with no gap: resume after them.
-    state.syncedId = state.maxId;
+    // An empty page (the room had none then) resumes from the start: a join
+    // without `since` would give only the latest page of what came meanwhile.
+    state.syncedId = state.maxId ?? 0;
     state.syncedSeq = readJson("initial-seq");
     // The server rendered the times in UTC; show them in the reader's zone.
     dom.list.querySelectorAll("time.msg-time").forEach(localizeTime);
@@ -240,7 +247,8 @@
 
   function transmit(clientId) {
     const pending = state.pending.get(clientId);
-    sendFrame({ type: "message", room: state.room, body: pending.body, client_id: clientId });
+    const frame = { type: "message", room: state.room, body: pending.body, client_id: clientId };
+    if (sendFrame(frame)) pending.socket = state.socket;
   }
 
   // Shows the message at once, dimmed, until the server's echo replaces it.
@@ -257,20 +265,36 @@
     dom.list.append(item);
     hideEmptyHint();
     scrollToBottom();
-    state.pending.set(clientId, { body, el: item });
-    // Before the join completes, the resend after "joined" sends it.
-    if (state.joined) transmit(clientId);
+    state.pending.set(clientId, { body, el: item, socket: null, retryTimer: null });
+    sendNext();
   }
 
-  // The server stores a client_id once, so resending after a lost ack is safe.
-  function resendPending() {
-    for (const clientId of state.pending.keys()) transmit(clientId);
+  // Our messages go out one at a time, in the order written: the next once
+  // the server has stored the one before (its echo) or refused it for good.
+  // Sent together, one refused for now (rate_limited) and sent again later
+  // would land after those behind it. A message in flight on a socket that
+  // closed is sent again on the next (the server stores a client_id once,
+  // so a resend after a lost echo is safe); one on this socket is answered
+  // on it, so a catch-up or gap join sends nothing again.
+  function sendNext() {
+    if (!state.joined || state.removedReason != null) return;
+    const first = state.pending.entries().next();
+    if (first.done) return;
+    const [clientId, pending] = first.value;
+    if (pending.socket === state.socket || pending.retryTimer != null) return;
+    transmit(clientId);
   }
 
-  function resendLater(clientId, seconds) {
+  // Refused for now: sent again after the wait the server asks for, and
+  // the messages written after it wait behind it.
+  function sendLater(clientId, seconds) {
+    const pending = state.pending.get(clientId);
     const delayMs = Math.max(Number(seconds) || 1, 0.5) * 1000;
-    setTimeout(() => {
-      if (state.pending.has(clientId) && state.joined) transmit(clientId);
+    pending.socket = null;
+    clearTimeout(pending.retryTimer);
+    pending.retryTimer = setTimeout(() => {
+      pending.retryTimer = null;
+      sendNext();
     }, delayMs);
   }
 
@@ -294,11 +318,13 @@
   function failPending(clientId, detail) {
     const pending = state.pending.get(clientId);
     state.pending.delete(clientId);
+    clearTimeout(pending.retryTimer);
     pending.el.classList.replace("msg--pending", "msg--failed");
     const note = pending.el.querySelector(".msg-state");
     note.textContent = `Not sent: ${detail}`;
     note.classList.add("error-text");
     note.setAttribute("role", "alert");
+    sendNext();
   }
 
   // --- typing, ours -------------------------------------------------------------------
@@ -566,21 +592,32 @@
     setRoomState({ locked: room.is_locked, archived: room.is_archived });
   }
 
-  // "left": this account left the room from another window or a program.
+  // Why the page is read-only for good: a `removed` frame's reason ("left":
+  // this account left the room from another window or a program), or the
+  // code of a join refused for good.
   function removedText() {
-    if (state.removedReason === "left") return "You left this room from elsewhere";
-    return `You were removed from this room (${state.removedReason})`;
+    switch (state.removedReason) {
+      case "left":
+        return "You left this room from elsewhere";
+      case "room_not_found":
+        return "This room no longer exists";
+      case "forbidden":
+        return "You are no longer a member of this private room";
+      default:
+        return `You were removed from this room (${state.removedReason})`;
+    }
   }
 
-  // Banned or removed: the server has taken every socket of ours out of the
-  // room and would refuse a rejoin, so stop here and say so.
+  // Banned, removed, or a join refused for good: the server has taken every
+  // socket of ours out of the room, or would refuse a rejoin, so stop here
+  // and say so.
   function leaveForGood(reason) {
     if (state.removedReason != null) return;
     state.removedReason = reason || "removed";
     state.gaveUp = true;
     clearReconnect();
     for (const clientId of [...state.pending.keys()]) {
-      failPending(clientId, "you were removed from this room.");
+      failPending(clientId, `${removedText()}.`);
     }
     dom.list.querySelectorAll(".msg-delete").forEach((button) => button.remove());
     setOnline([]);
@@ -623,7 +660,7 @@
     state.live = true;
     watchForGap();
     setStatus("live");
-    resendPending();
+    sendNext();
   }
 
   function onLiveMessage(message) {
@@ -632,6 +669,8 @@
     forgetTyper(message.user);
     noteLive(message);
     if (!addMessage(message)) return;
+    // Read out by screen readers; history pages and our own echoes are not.
+    if (message.user !== state.me) dom.announcer.textContent = `${message.user}: ${message.body}`;
     if (nearBottom || message.user === state.me) scrollToBottom();
   }
 
@@ -672,13 +711,20 @@
 
   function onError(frame) {
     if (frame.ref != null && state.pending.has(frame.ref)) {
-      if (frame.code === "unavailable") {
-        // The server could not store it just now: sent again after the wait it asks for.
-        resendLater(frame.ref, frame.retry_after);
+      if (frame.code === "unavailable" || frame.code === "rate_limited") {
+        // Not stored just now (the database was away, or we sent faster than
+        // the room allows): sent again after the wait the server asks for.
+        sendLater(frame.ref, frame.retry_after);
         return;
       }
       // Resending would fail the same way (muted, locked, too long...).
       failPending(frame.ref, sendFailureText(frame));
+      return;
+    }
+    if (frame.ref === state.room && frame.code === "unavailable" && !state.live) {
+      // A join (the first, a catch-up or a gap's) the server could not
+      // answer just now: asked again after the wait, on the same socket.
+      joinLater(frame.retry_after);
       return;
     }
     if (!state.joined && frame.ref === state.room) {
@@ -689,18 +735,22 @@
     addNotice(`Error: ${frame.detail}`, "error");
   }
 
+  function joinLater(seconds) {
+    const socket = state.socket;
+    const delayMs = Math.max(Number(seconds) || 1, 0.5) * 1000;
+    setTimeout(() => {
+      if (state.socket === socket && !state.live) sendJoin();
+    }, delayMs);
+  }
+
   function onJoinRefused(frame) {
-    if (frame.code === "banned") {
-      // Banned while we were away (or before the page loaded): as if removed now.
-      leaveForGood("banned");
+    if (["banned", "forbidden", "room_not_found"].includes(frame.code)) {
+      // Banned, removed from a private room, or the room deleted while we
+      // were away: reconnecting would be refused the same way.
+      leaveForGood(frame.code);
       return;
     }
     addNotice(`Error: ${frame.detail}`, "error");
-    if (["forbidden", "room_not_found"].includes(frame.code)) {
-      // Reconnecting would be refused the same way.
-      state.gaveUp = true;
-      state.socket.close();
-    }
   }
 
   function onFrame(text) {
@@ -767,10 +817,10 @@
       sendJoin();
     });
     socket.addEventListener("message", (event) => onFrame(event.data));
-    socket.addEventListener("close", () => onClose(socket, opened));
+    socket.addEventListener("close", (event) => onClose(socket, opened, event.code));
   }
 
-  function onClose(socket, opened) {
+  function onClose(socket, opened, code) {
     if (state.socket !== socket) return;
     state.socket = null;
     state.joined = false;
@@ -780,6 +830,14 @@
     clearTimeout(state.typingIdleTimer);
     // Whoever was typing may be long gone by the time we are back.
     forgetAllTypers();
+    if (code === CLOSE_TOO_MANY_CONNECTIONS) {
+      // Every reconnect would be closed the same way while the others stay open.
+      state.gaveUp = true;
+      addNotice(
+        "This account has too many chat pages or programs open: close one, then reload this page.",
+        "error",
+      );
+    }
     if (state.gaveUp) {
       setStatus("offline");
       return;

@@ -71,6 +71,26 @@ def test_room_page_escapes_message_text(client, user, room):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
+@pytest.mark.parametrize(
+    ("role", "staff", "composer_open"),
+    [("member", False, False), ("moderator", False, True), (None, True, True)],
+)
+def test_a_locked_room_page_opens_its_composer_to_those_who_may_post(
+    client, user, room, role, staff, composer_open
+):
+    room.is_locked = True
+    room.save()
+    if role is not None:
+        make_member(user, room, role)
+    user.is_staff = staff
+    user.save()
+    client.force_login(user)
+    page = client.get(reverse("chat:room-detail", args=[room.slug])).content.decode()
+    fieldset = page[page.index('<fieldset id="composer-fields"') :].split(">", 1)[0]
+    assert ("disabled" not in fieldset) is composer_open
+    assert ("you still can" in page) is composer_open
+
+
 def test_private_room_page_is_404_for_non_members(client, user):
     private = make_room("hidden", is_private=True)
     client.force_login(user)
