@@ -38,6 +38,9 @@ ROOM_EVENT = "room.frame"
 USER_REMOVED = "user.removed"
 USER_DISCONNECT = "user.disconnect"
 USER_EVENTS = frozenset({USER_REMOVED, USER_DISCONNECT})
+# To every socket in one room, in every process: the room is gone. Through
+# USERS_GROUP, which every process hears, as the room's group is gone with it.
+ROOM_DELETED = "room.deleted"
 USERS_GROUP = "users"
 LAYER_ERRORS = (RedisError, OSError, ChannelFull)
 
@@ -261,6 +264,12 @@ def room_broadcast(room_id: int, frame: dict, *, exclude: str | None = None) -> 
 def user_removed_from_room(user_id: int, *, room_slug: str, reason: str) -> bool:
     """Every socket of the user leaves the room at once (a ban)."""
     event = {"type": USER_REMOVED, "user_id": user_id, "room": room_slug, "reason": reason}
+    return async_to_sync(_group_send)(USERS_GROUP, event)
+
+
+def room_deleted(room_id: int, *, room_slug: str) -> bool:
+    """Every socket in the room leaves it at once (the room was deleted)."""
+    event = {"type": ROOM_DELETED, "room_id": room_id, "room": room_slug, "reason": "deleted"}
     return async_to_sync(_group_send)(USERS_GROUP, event)
 
 

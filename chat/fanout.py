@@ -270,6 +270,11 @@ class Fanout:
                 elif event["type"] in events.USER_EVENTS:
                     for socket in list(self.users.get(event["user_id"], ())):
                         await socket.dispatch(event)
+                elif event["type"] == events.ROOM_DELETED:
+                    # To each socket in the room as its removal (the handler leaves the room).
+                    removed = {**event, "type": events.USER_REMOVED}
+                    for socket in list(self.members.get(events.room_group(event["room_id"]), ())):
+                        await socket.dispatch(removed)
                 elif event["type"] == "layer.recovered":
                     await self._recover()
             except Exception:

@@ -85,9 +85,13 @@ def room_update(*, user: AbstractBaseUser, room: Room, **fields: object) -> Room
     return room
 
 
+@transaction.atomic
 def room_delete(*, user: AbstractBaseUser, room: Room) -> None:
+    """Delete a room and its messages; the sockets in it leave it at once."""
     require_role(user, room, OWNER, "Only the room's owner may delete it.")
+    room_id, slug = room.pk, room.slug
     room.delete()
+    transaction.on_commit(lambda: events.room_deleted(room_id, room_slug=slug))
 
 
 # --- memberships ----------------------------------------------------------------------------

@@ -599,6 +599,8 @@
     switch (state.removedReason) {
       case "left":
         return "You left this room from elsewhere";
+      case "deleted":
+        return "This room was deleted";
       case "room_not_found":
         return "This room no longer exists";
       case "forbidden":

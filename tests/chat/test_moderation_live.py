@@ -6,7 +6,7 @@ from django.test import Client
 
 from chat.models import Membership, Message
 from tests.api import api_client
-from tests.factories import make_member, make_user
+from tests.factories import make_member, make_room, make_user
 from tests.ws import connect
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -131,6 +131,26 @@ async def test_leaving_or_removal_through_the_api_takes_the_sockets_out_of_the_r
             response = await database_sync_to_async(api_client(other_user).post)(url)
         assert response.status_code == 204
         assert await bob.receive() == {"type": "removed", "room": room.slug, "reason": reason}
+
+
+async def test_deleting_a_room_takes_every_socket_out_of_it(channel_backend, user, other_user):
+    owner = await database_sync_to_async(make_user)("owner")
+    room = await database_sync_to_async(make_room)("doomed")
+    await database_sync_to_async(make_member)(owner, room, Membership.Role.OWNER)
+    async with connect(user) as alice, connect(other_user) as bob:
+        for client in (alice, bob):
+            await client.join(room.slug)
+        url = f"/api/rooms/{room.slug}/"
+        response = await database_sync_to_async(api_client(owner).delete)(url)
+        assert response.status_code == 204
+        for client in (alice, bob):
+            assert await client.receive() == {
+                "type": "removed",
+                "room": room.slug,
+                "reason": "deleted",
+            }
+        await alice.post(room.slug, "anyone?", "a-1")
+        assert (await alice.receive_type("error"))["code"] == "not_joined"
 
 
 async def test_deactivation_closes_every_socket_of_the_user(channel_backend, user, room):
