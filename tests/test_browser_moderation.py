@@ -123,6 +123,22 @@ def test_leaving_elsewhere_or_a_ban_makes_the_open_page_read_only(
     assert errors == []
 
 
+def test_deleting_the_room_makes_its_open_page_read_only(people, server, chromium):
+    need_redis()  # told from this process: only a shared layer reaches Daphne
+    bob, errors = log_in_and_open_general(chromium, server, "bob")
+    send(bob, "still here?")
+    expect(bob.locator("#message-list .msg[data-id] >> text=still here?")).to_be_visible()
+
+    outside_playwright(
+        lambda: services.room_delete(user=people["staff"], room=Room.objects.get(slug="general"))
+    )
+
+    expect(bob.locator("#room-banner")).to_contain_text("This room was deleted.")
+    expect(bob.locator("#composer-input")).to_be_disabled()
+    expect(bob.locator("#status")).to_have_text("offline")
+    assert errors == []
+
+
 @pytest.fixture
 def locked_general(people) -> Room:
     """`general`, locked by staff before Playwright starts (the ORM still runs here)."""
