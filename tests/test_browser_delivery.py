@@ -120,6 +120,19 @@ def test_messages_sent_faster_than_the_rate_all_go_out_in_order(strict_server, c
     assert errors == []
 
 
+def test_a_message_too_large_for_a_frame_fails_and_the_next_goes_out(people, server, chromium):
+    alice, errors = log_in_and_open_general(chromium, server, "alice")
+    # 3,000 control characters: within the composer's 4,000, but JSON writes
+    # each as \u0001, 18,000 bytes: over the server's 16 KiB frame.
+    send(alice, "\u0001" * 3000)
+    send(alice, "a normal one")
+
+    expect(alice.locator(".msg--failed .msg-state")).to_contain_text("Not sent")
+    expect(alice.locator(f"{MESSAGES} >> text=a normal one")).to_be_visible()
+    assert alice.locator(".msg--pending").count() == 0
+    assert errors == []
+
+
 def test_others_messages_are_read_out_and_ours_are_not(people, server, chromium):
     alice, alice_errors = log_in_and_open_general(chromium, server, "alice")
     bob, bob_errors = log_in_and_open_general(chromium, server, "bob")

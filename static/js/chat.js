@@ -712,6 +712,13 @@
   }
 
   function onError(frame) {
+    const first = state.pending.entries().next();
+    if (frame.code === "frame_too_large" && !first.done && first.value[1].socket === state.socket) {
+      // The server did not read the frame, so it names none (ref null); we
+      // send one message at a time, so it is the one in flight.
+      failPending(first.value[0], frame.detail);
+      return;
+    }
     if (frame.ref != null && state.pending.has(frame.ref)) {
       if (frame.code === "unavailable" || frame.code === "rate_limited") {
         // Not stored just now (the database was away, or we sent faster than
