@@ -178,10 +178,14 @@ class ChatClient:
         elif kind == "error":
             self.errors.append(frame)
             code, ref = frame.get("code"), frame.get("ref")
-            if code == "unavailable" and ref in self.pending:
+            retry_after = frame.get("retry_after", 1.0)
+            if code in {"unavailable", "rate_limited"} and ref in self.pending:
                 # Not stored just now: sent again after the wait the server asks for.
-                self._spawn(self._resend_later(ref, frame.get("retry_after", 1.0)))
-            elif code not in {"rate_limited"}:
+                self._spawn(self._resend_later(ref, retry_after))
+            elif code == "unavailable" and ref in self.rooms and self.rooms[ref].syncing:
+                # A join (or a catch-up's) not answered just now: asked again.
+                self._spawn(self._join_later(ref, retry_after))
+            else:
                 # A send the server refused for good is not resent.
                 self.pending.pop(ref, None)
 
@@ -190,6 +194,11 @@ class ChatClient:
         frame = self.pending.get(client_id)
         if frame is not None:
             await self._send(frame)
+
+    async def _join_later(self, room: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self.rooms[room].syncing:
+            await self._join(room, self.rooms[room].stream.since)
 
     async def _on_joined(self, frame: dict) -> None:
         room, page = frame["room"], frame["messages"]

@@ -19,9 +19,13 @@ class Stream:
     ahead: dict[int, int] = field(default_factory=dict)  # beyond a gap: seq -> id
 
     def page(self, messages: list[dict], through: int) -> None:
-        """A page from the database (`joined`): complete up to number `through`."""
-        if messages:
-            self.since = max(self.since or 0, messages[-1]["id"])
+        """A page from the database (`joined`): complete up to number `through`.
+
+        An empty one (the room had no message to show) still sets `since`,
+        to 0: resuming without it would give only the latest page of what
+        came meanwhile."""
+        last = messages[-1]["id"] if messages else 0
+        self.since = max(self.since or 0, last)
         self.seq = max(self.seq, through)
         self._settle()
 

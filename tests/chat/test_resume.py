@@ -15,6 +15,13 @@ def test_live_messages_in_order_move_the_point():
     assert (stream.seq, stream.since, stream.has_gap) == (2, 12, False)
 
 
+def test_an_empty_first_page_resumes_from_the_start():
+    stream = Stream()
+    stream.page([], through=0)  # the room had no message to show
+    # A join without `since` would give only the latest page of what came since.
+    assert (stream.seq, stream.since) == (0, 0)
+
+
 def test_a_message_beyond_a_gap_waits_until_the_gap_fills():
     stream = Stream(seq=5, since=50)
     stream.live(70, 7)
