@@ -292,7 +292,7 @@ async def amessage_insert_many(posts: list[dict]) -> list[Message | RateLimited 
     stored post by post in the database thread.
     """
     valid = _valid_posts(posts)
-    decided: dict[int, Message | RateLimited] = {}
+    decided: dict[int, Message | RateLimited | None] = {}
     loop_db = loop_connection()
     if valid and loop_db.database.vendor == "postgresql":
         statement = _InsertMany(posts, valid, loop_db.database.ops)
@@ -334,7 +334,8 @@ def _message_insert_each(posts: list[dict], indexes: list[int]) -> dict[int, Mes
         post = posts[index]
         limited = send_rate_take(post["user"].pk)
         if limited is not None:
-            decided[index] = limited
+            if not _resent(post):  # a resend is answered as stored, not refused
+                decided[index] = limited
         else:
             try:
                 message = _message_insert(**post)
@@ -345,8 +346,15 @@ def _message_insert_each(posts: list[dict], indexes: list[int]) -> dict[int, Mes
     return decided
 
 
+def _resent(post: dict) -> bool:
+    return (
+        post["client_id"] is not None
+        and Message.objects.filter(user=post["user"], client_id=post["client_id"]).exists()
+    )
+
+
 def _counted(
-    decided: dict[int, Message | RateLimited], count: int
+    decided: dict[int, Message | RateLimited | None], count: int
 ) -> list[Message | RateLimited | None]:
     metrics.MESSAGES_STORED.inc(sum(isinstance(outcome, Message) for outcome in decided.values()))
     return [decided.get(index) for index in range(count)]
@@ -371,18 +379,21 @@ class _InsertMany:
             }
         )
 
-    def outcomes(self, rows: list[tuple]) -> dict[int, Message | RateLimited]:
-        """By index in the round's posts: the messages stored and the posts
-        refused for their rate. Nothing if the statement failed (no rows)."""
+    def outcomes(self, rows: list[tuple]) -> dict[int, Message | RateLimited | None]:
+        """By index in the round's posts: the messages stored, the posts
+        refused for their rate, and None for those resent (message_post
+        answers them). Nothing if the statement failed (no rows)."""
         # (ordinality, id, seq, wait): the position among the valid posts, from 1.
         outcomes = {}
         for n, id_, seq, wait in rows:
             post = self.posts[n - 1]
-            outcomes[self.indexes[n - 1]] = (
-                _inserted((id_, seq), **post, now=self.now)
-                if id_ is not None
-                else rate_limited(wait)
-            )
+            if id_ is not None:
+                outcome = _inserted((id_, seq), **post, now=self.now)
+            elif wait is not None:
+                outcome = rate_limited(wait)
+            else:
+                outcome = None
+            outcomes[self.indexes[n - 1]] = outcome
         return outcomes
 
 
@@ -484,7 +495,9 @@ def _insert_many_sql() -> str:
     then numbers after it (a number read from the messages would be the same
     for both, and the second insert would fail on it). Returns
     (ordinality, id, seq, NULL) for each post stored and (ordinality, NULL,
-    NULL, seconds to wait) for each refused for its rate.
+    NULL, seconds to wait) for each refused for its rate, and (ordinality,
+    NULL, NULL, NULL) for each resent (its client_id stored already), which
+    takes no token and is left to message_post.
     """
     tables = {model: model._meta.db_table for model in (Message, Membership, Room, RoomSequence)}
     # The arrays of the columns' own types: the indexes' comparisons.
@@ -499,6 +512,12 @@ def _insert_many_sql() -> str:
                 %(client_id)s::text[], %(staff)s::boolean[]
             ) WITH ORDINALITY AS p(room_id, user_id, body, client_id, staff, n)
         ),
+        resent AS (
+            -- A client_id already stored: message_post answers with that message.
+            -- (IS NOT NULL: the unique index on (user, client_id) is partial.)
+            SELECT p.n FROM post p JOIN {tables[Message]} x
+            ON x.user_id = p.user_id AND x.client_id = p.client_id AND x.client_id IS NOT NULL
+        ),
         poster AS (
             SELECT p.* FROM post p
             JOIN {tables[Room]} r ON r.id = p.room_id
@@ -510,7 +529,7 @@ def _insert_many_sql() -> str:
                 WHERE user_id = p.user_id AND room_id = p.room_id
                 LIMIT 1
             ) m ON true
-            WHERE {_MAY_POST.format(staff="p.staff")}
+            WHERE {_MAY_POST.format(staff="p.staff")} AND p.n NOT IN (SELECT n FROM resent)
             FOR KEY SHARE OF r
         ),
         {send_rate_sql()},
@@ -553,6 +572,8 @@ def _insert_many_sql() -> str:
         SELECT ranked.n, NULL, NULL, allowance.full_at - %(slack)s - allowance.now
         FROM ranked JOIN allowance USING (user_id)
         WHERE ranked.k > allowance.took
+        UNION ALL
+        SELECT n, NULL, NULL, NULL FROM resent
         ORDER BY 1
     """)  # noqa: S608 - table names from the models; every value is a parameter
 

@@ -78,6 +78,38 @@ def test_tokens_come_back_at_the_rate(burst_of_three, user, room):
     assert isinstance(insert_round(_posts(room, user))[0], Message)
 
 
+def test_a_resend_is_answered_as_stored_even_with_no_token_left(burst_of_three, user, room):
+    make_member(user, room)
+    first = {"user": user, "room": room, "body": "hi", "client_id": "c-1"}
+    assert _kinds(insert_round([first, *_posts(room, user, user)])) == ["Message"] * 3
+    # No token left: a new post is refused, the resend is left to message_post...
+    assert _kinds(insert_round([*_posts(room, user), first])) == ["RateLimited", "NoneType"]
+    # ...which answers with the stored message.
+    stored, created = services.message_post(**first, broadcast=False)
+    assert (stored.body, created) == ("hi", False)
+    assert Message.objects.count() == 3
+
+
+def test_a_resend_in_a_round_takes_no_token_and_fails_no_other_post(
+    burst_of_three, user, other_user, room, monkeypatch
+):
+    need_postgres()
+    make_member(user, room)
+    make_member(other_user, room)
+    first = {"user": user, "room": room, "body": "hi", "client_id": "c-1"}
+    insert_round([first, *_posts(room, other_user)])  # both have a bucket now
+    in_thread = []
+    each = services._message_insert_each
+    monkeypatch.setattr(
+        services, "_message_insert_each", lambda *args: in_thread.append(args) or each(*args)
+    )
+    outcomes = insert_round([first, *_posts(room, other_user), first, *_posts(room, user, user)])
+    assert _kinds(outcomes) == ["NoneType", "Message", "NoneType", "Message", "Message"]
+    assert in_thread == []  # the round's one statement decided every post
+    # user's two tokens went to the two new posts, none to the resends.
+    assert _kinds(insert_round(_posts(room, user))) == ["RateLimited"]
+
+
 def test_a_refused_body_takes_no_token(burst_of_three, user, room):
     """An empty or oversized body is the client's mistake, counted by the
     socket's error budget instead (chat.consumers)."""
