@@ -48,6 +48,11 @@ def run_service(modeladmin, request: HttpRequest, objects, service, success: str
         modeladmin.message_user(request, success.format(count=done), messages.SUCCESS)
 
 
+# The rooms of the rows listed, not every room: a moderator's filter must not
+# name the private rooms they do not moderate.
+ROOM_FILTER = ("room", admin.RelatedOnlyFieldListFilter)
+
+
 class RoomScopedAdmin(admin.ModelAdmin):
     """Staff see everything; room moderators only what belongs to their rooms.
 
@@ -224,7 +229,7 @@ class HiddenFilter(admin.SimpleListFilter):
 @admin.register(Message, site=moderation_site)
 class MessageAdmin(RoomScopedAdmin):
     list_display = ["id", "room", "user", "excerpt", "created_at", "is_hidden"]
-    list_filter = [HiddenFilter, "room", "created_at"]
+    list_filter = [HiddenFilter, ROOM_FILTER, "created_at"]
     search_fields = ["body", "user__username", "room__slug"]
     list_select_related = ["user", "room"]
     date_hierarchy = "created_at"
@@ -267,7 +272,7 @@ class MessageAdmin(RoomScopedAdmin):
 @admin.register(Membership, site=moderation_site)
 class MembershipAdmin(RoomScopedAdmin):
     list_display = ["user", "room", "role", "muted_until", "is_banned", "joined_at"]
-    list_filter = ["role", "is_banned", "room"]
+    list_filter = ["role", "is_banned", ROOM_FILTER]
     search_fields = ["user__username", "room__name", "room__slug"]
     list_select_related = ["user", "room"]
     fields = ["user", "room", "role", "joined_at", "muted_until", "is_banned"]
@@ -330,7 +335,7 @@ class AuditEntryAdmin(RoomScopedAdmin):
     """The moderation log: readable and filterable, never editable."""
 
     list_display = ["created_at", "actor", "action", "room", "target_user", "message", "reason"]
-    list_filter = ["action", "created_at", "room"]
+    list_filter = ["action", "created_at", ROOM_FILTER]
     search_fields = ["reason", "actor__username", "target_user__username", "room__slug"]
     list_select_related = ["actor", "room", "target_user", "message__user"]
     date_hierarchy = "created_at"
@@ -341,9 +346,18 @@ class AuditEntryAdmin(RoomScopedAdmin):
 
 @admin.register(get_user_model(), site=moderation_site)
 class MemberLookupAdmin(admin.ModelAdmin):
-    """Not a page: lets room moderators pick users by name (autocomplete)."""
+    """Not a page: lets room moderators pick users by name (autocomplete).
+
+    The site's autocomplete view needs the model registered, with view
+    permission; it must not also open the user pages (the account's every
+    field, its password hash included) to every moderator: no URLs here.
+    """
 
     search_fields = ["username"]
+    ordering = ["username"]  # pages of names, in a stable order
+
+    def get_urls(self) -> list:
+        return []
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return False
@@ -364,6 +378,11 @@ admin.site.unregister(User)
 @admin.register(User)
 class ChatUserAdmin(UserAdmin):
     actions = ["deactivate", "reactivate"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Deleting an account would delete its messages with it, from under
+        # every open screen, and blank the audit log's names: deactivate.
+        return False
 
     def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
         # Deactivation has effects beyond the row (sockets closed, tokens

@@ -136,3 +136,31 @@ def test_moderation_site_changelists_cost_the_same_queries(mod_client, room, mod
             assert mod_client.get(f"/moderation/chat/{model}/").status_code == 200
         counts.append(len(queries))
     assert counts[0] == counts[1], f"{model}: {counts}"
+
+
+def test_moderators_pick_users_by_name_but_cannot_open_their_pages(mod_client, user):
+    assert mod_client.get("/moderation/auth/user/").status_code == 404
+    assert mod_client.get(f"/moderation/auth/user/{user.id}/change/").status_code == 404
+    found = mod_client.get(
+        "/moderation/autocomplete/",
+        {"app_label": "chat", "model_name": "membership", "field_name": "user", "term": "ali"},
+    )
+    assert found.status_code == 200
+    assert [result["text"] for result in found.json()["results"]] == ["alice"]
+
+
+@pytest.mark.parametrize("model", ["message", "membership", "auditentry"])
+def test_a_moderators_room_filter_names_only_their_rooms(mod_client, room, user, model):
+    secret = make_room("secret", name="Secret Plans", is_private=True)
+    make_member(user, secret)
+    make_messages(secret, user, 1)
+    make_member(user, room)
+    page = mod_client.get(f"/moderation/chat/{model}/").content.decode()
+    assert "Secret Plans" not in page
+
+
+def test_accounts_are_deactivated_not_deleted(staff_client, user):
+    assert staff_client.get(f"/admin/auth/user/{user.id}/delete/").status_code == 403
+    actions = staff_client.get("/admin/auth/user/").context["action_form"].fields["action"]
+    assert "delete_selected" not in dict(actions.choices)
+    assert "deactivate" in dict(actions.choices)
