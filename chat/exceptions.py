@@ -87,6 +87,12 @@ class UserNotFound(ChatError):
     default_detail = "No active user with that username."
 
 
+class MemberBanned(ChatError):
+    code = "member_banned"
+    http_status = 409
+    default_detail = "This member is banned: removing them would lift the ban. Unban them instead."
+
+
 class OwnerCannotLeave(ChatError):
     code = "owner_cannot_leave"
     http_status = 409

@@ -8,7 +8,7 @@ shares.
 
 import json
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from chat.exceptions import ChatError, InvalidField, InvalidJson, ProtocolError, UnknownType
@@ -187,9 +187,14 @@ def message_payload(message: Message) -> dict:
         "room": message.room.slug,
         "user": message.user.username,
         "body": message.body,
-        "created": message.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "created": utc_text(message.created_at),
         "client_id": message.client_id,
     }
+
+
+def utc_text(moment: datetime) -> str:
+    """A time as the protocol writes it: ISO 8601 in UTC, with a Z."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def message_frame(message: Message) -> dict:

@@ -9,7 +9,7 @@ it; docs/operations.md shows how).
 
 import json
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -17,6 +17,7 @@ from django.core.validators import validate_slug
 from django.utils.dateparse import parse_datetime
 
 from chat.models import CLIENT_ID_MAX_LENGTH, Membership
+from chat.protocol import utc_text
 
 FORMAT = 1
 
@@ -28,7 +29,7 @@ class RoomFileError(Exception):
 def time_text(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc_text(value)
 
 
 def line_text(record: dict[str, Any]) -> str:

@@ -5,7 +5,6 @@ The consumer, the REST API and the admin all call these functions, so a rule
 """
 
 from contextlib import nullcontext
-from datetime import UTC
 from functools import cache
 
 from channels.db import database_sync_to_async
@@ -26,6 +25,7 @@ from chat.exceptions import (
     EmptyBody,
     Forbidden,
     InvalidRoomName,
+    MemberBanned,
     Muted,
     OwnerCannotLeave,
     RateLimited,
@@ -142,17 +142,29 @@ def member_remove(*, actor: AbstractBaseUser, room: Room, membership: Membership
     """Remove a member: themselves (leaving), or by the owner or a moderator.
 
     Moderators may remove members but not other moderators; nobody removes the owner.
+    A ban and a running mute live on the membership, so they must outlast it:
+    a banned user's leave changes nothing (they are out already), nobody
+    removes a banned member (unbanning is how), and a muted one may not leave
+    (leaving and joining again would end the mute).
     """
     if membership.role == Role.OWNER:
         raise OwnerCannotLeave()
-    if membership.user_id != actor.pk:
+    leaving = membership.user_id == actor.pk
+    if membership.is_banned:
+        if leaving:
+            return
+        raise MemberBanned()
+    if leaving and membership.muted_until is not None and membership.muted_until > timezone.now():
+        until = protocol.utc_text(membership.muted_until)
+        raise Muted(f"You are muted in this room until {until}: you may leave then.", until=until)
+    if not leaving:
         needed = OWNER if membership.role == Role.MODERATOR else MANAGERS
         require_role(actor, room, needed, "You may not remove this member.")
         audit_record(
             actor=actor, action=Action.MEMBER_REMOVE, room=room, target_user=membership.user
         )
     user_id = membership.user_id
-    reason = "left" if user_id == actor.pk else "removed"
+    reason = "left" if leaving else "removed"
     membership.delete()
     # A former member's open sockets must stop hearing the room at once.
     transaction.on_commit(
@@ -188,7 +200,7 @@ def message_check_allowed(membership: Membership | None, user: AbstractBaseUser)
     if room.is_locked and membership.role not in MANAGERS and not is_staff(user):
         raise RoomLocked()
     if membership.muted_until is not None and membership.muted_until > timezone.now():
-        until = membership.muted_until.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        until = protocol.utc_text(membership.muted_until)
         raise Muted(f"You are muted in this room until {until}.", until=until)
 
 

@@ -110,3 +110,26 @@ def test_owner_archives(user, room):
     assert response.json()["is_archived"] is True
     listed = [r["slug"] for r in api_client(user).get("/api/rooms/").json()["results"]]
     assert room.slug not in listed
+
+
+def test_a_ban_outlasts_the_banned_users_leave(mod, member, room):
+    mod.post(f"/api/rooms/{room.slug}/members/alice/ban/", {}, format="json")
+    assert api_client(member).post(f"/api/rooms/{room.slug}/leave/").status_code == 204
+    join = api_client(member).post(f"/api/rooms/{room.slug}/join/")
+    assert (join.status_code, join.json()["code"]) == (403, "banned")
+
+
+def test_removing_a_banned_member_is_refused_rather_than_lifting_the_ban(mod, member, room):
+    mod.post(f"/api/rooms/{room.slug}/members/alice/ban/", {}, format="json")
+    removed = mod.delete(f"/api/rooms/{room.slug}/members/alice/")
+    assert (removed.status_code, removed.json()["code"]) == (409, "member_banned")
+    assert Membership.objects.get(user=member, room=room).is_banned
+
+
+def test_a_muted_member_may_not_leave_until_the_mute_ends(mod, member, room):
+    until = "2099-01-01T00:00:00Z"
+    mod.post(f"/api/rooms/{room.slug}/members/alice/mute/", {"until": until}, format="json")
+    leave = api_client(member).post(f"/api/rooms/{room.slug}/leave/")
+    assert (leave.status_code, leave.json()["code"]) == (403, "muted")
+    assert leave.json()["until"] == until
+    assert Membership.objects.get(user=member, room=room).muted_until is not None
