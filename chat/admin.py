@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 
 from chat import moderation, services
@@ -48,12 +48,28 @@ def run_service(modeladmin, request: HttpRequest, objects, service, success: str
         modeladmin.message_user(request, success.format(count=done), messages.SUCCESS)
 
 
+class RefusalsAsMessages:
+    """A save the rules refuse (a service raising ChatError: removing the
+    owner, muting a fellow moderator) comes back as the form's page with the
+    reason, not a 500. The admin saves in one transaction, which the refusal
+    rolls back whole."""
+
+    def changeform_view(
+        self, request: HttpRequest, object_id=None, form_url="", extra_context=None
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ChatError as exc:
+            self.message_user(request, f"Not saved: {exc.detail}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
 # The rooms of the rows listed, not every room: a moderator's filter must not
 # name the private rooms they do not moderate.
 ROOM_FILTER = ("room", admin.RelatedOnlyFieldListFilter)
 
 
-class RoomScopedAdmin(admin.ModelAdmin):
+class RoomScopedAdmin(RefusalsAsMessages, admin.ModelAdmin):
     """Staff see everything; room moderators only what belongs to their rooms.
 
     Nothing is deleted from here: hiding, banning and removing are actions.
@@ -376,7 +392,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class ChatUserAdmin(UserAdmin):
+class ChatUserAdmin(RefusalsAsMessages, UserAdmin):
     actions = ["deactivate", "reactivate"]
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:

@@ -164,3 +164,19 @@ def test_accounts_are_deactivated_not_deleted(staff_client, user):
     actions = staff_client.get("/admin/auth/user/").context["action_form"].fields["action"]
     assert "delete_selected" not in dict(actions.choices)
     assert "deactivate" in dict(actions.choices)
+
+
+def test_a_save_the_rules_refuse_is_an_error_message_not_a_500(mod_client, room, user):
+    """A moderator may not mute the room's owner: the change page says so."""
+    owner = make_member(user, room, role="owner")
+    url = f"/moderation/chat/membership/{owner.id}/change/"
+    response = mod_client.post(
+        url, {"muted_until_0": "2099-01-01", "muted_until_1": "00:00:00"}, follow=True
+    )
+    assert response.status_code == 200
+    assert response.redirect_chain == [(url, 302)]
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == ["Not saved: Only staff may moderate the room's owner."]
+    owner.refresh_from_db()
+    assert owner.muted_until is None
+    assert not AuditEntry.objects.exists()
