@@ -87,6 +87,12 @@ class UserNotFound(ChatError):
     default_detail = "No active user with that username."
 
 
+class NotAMember(ChatError):
+    code = "not_a_member"
+    http_status = 404
+    default_detail = "This user is not a member of the room."
+
+
 class MemberBanned(ChatError):
     code = "member_banned"
     http_status = 409

@@ -13,7 +13,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from chat import events, protocol, selectors
 from chat.audit import Action, audit_record
-from chat.exceptions import Forbidden
+from chat.exceptions import Forbidden, NotAMember
 from chat.models import Membership, Message, Room
 from chat.roles import OWNER, Role, is_staff, require_moderator, require_role
 
@@ -122,7 +122,8 @@ def member_mute(
 ) -> Membership:
     """Mute `user` in `room` until `until` (None unmutes). Their sends get `muted`."""
     require_moderator(actor, room)
-    membership = _target_membership(actor, room, user)
+    # A mute makes no member of a private room: a membership there is access.
+    membership = _target_membership(actor, room, user, create=not room.is_private)
     membership.muted_until = until
     membership.save(update_fields=["muted_until"])
     action = Action.MEMBER_MUTE if until is not None else Action.MEMBER_UNMUTE
@@ -137,7 +138,8 @@ def member_ban(
 ) -> Membership:
     """Ban `user` from `room`: their sockets leave it now, and they cannot rejoin."""
     require_moderator(actor, room)
-    membership = _target_membership(actor, room, user)
+    # A ban may come first, in any room: a banned row gives no access.
+    membership = _target_membership(actor, room, user, create=True)
     membership.is_banned = True
     membership.role = Role.MEMBER
     membership.save(update_fields=["is_banned", "role"])
@@ -163,12 +165,21 @@ def member_unban(
         )
 
 
-def _target_membership(actor: AbstractBaseUser, room: Room, user: AbstractBaseUser) -> Membership:
-    """The membership a mute or ban applies to (made for public rooms' passers-by).
+def _target_membership(
+    actor: AbstractBaseUser, room: Room, user: AbstractBaseUser, *, create: bool
+) -> Membership:
+    """The membership a mute or ban applies to, made if `create` (a public
+    room's passer-by, who may join at any time).
 
     Only staff moderate the owner, and only the owner or staff a moderator.
     """
-    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    if create:
+        membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    else:
+        try:
+            membership = Membership.objects.get(room=room, user=user)
+        except Membership.DoesNotExist:
+            raise NotAMember(f"{user.get_username()} is not a member of this room.") from None
     if membership.role == Role.OWNER and not is_staff(actor):
         raise Forbidden("Only staff may moderate the room's owner.")
     if membership.role == Role.MODERATOR:

@@ -4,7 +4,7 @@ import pytest
 
 from chat.models import AuditEntry, Membership
 from tests.api import api_client
-from tests.factories import make_member, make_messages, make_user
+from tests.factories import make_member, make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +133,17 @@ def test_a_muted_member_may_not_leave_until_the_mute_ends(mod, member, room):
     assert (leave.status_code, leave.json()["code"]) == (403, "muted")
     assert leave.json()["until"] == until
     assert Membership.objects.get(user=member, room=room).muted_until is not None
+
+
+def test_muting_an_outsider_of_a_private_room_does_not_let_them_in(user, other_user):
+    club = make_room("club", is_private=True)
+    make_member(user, club, role="owner")
+    muted = api_client(user).post(
+        "/api/rooms/club/members/bob/mute/", {"until": "2099-01-01T00:00:00Z"}, format="json"
+    )
+    assert (muted.status_code, muted.json()["code"]) == (404, "not_a_member")
+    assert not Membership.objects.filter(user=other_user, room=club).exists()
+    # A ban may come first: it lets nobody in.
+    banned = api_client(user).post("/api/rooms/club/members/bob/ban/", {}, format="json")
+    assert banned.status_code == 200
+    assert api_client(other_user).get("/api/rooms/club/messages/").status_code == 404
