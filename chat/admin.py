@@ -13,7 +13,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from chat import moderation, services
 from chat.exceptions import ChatError
@@ -110,6 +112,10 @@ class RoomScopedAdmin(RefusalsAsMessages, admin.ModelAdmin):
 # --- rooms ----------------------------------------------------------------------------------
 
 
+# Members edited on a room's own page, up to this many.
+INLINE_MEMBERS_MAX = 100
+
+
 class MembershipInline(admin.TabularInline):
     """Add and remove members (private rooms are managed here)."""
 
@@ -149,8 +155,21 @@ class RoomAdmin(RoomScopedAdmin):
     list_filter = ["is_private", "is_locked", "is_archived", "created_at"]
     search_fields = ["name", "slug", "description"]
     autocomplete_fields = ["created_by"]
-    inlines = [MembershipInline]
     actions = ["lock", "unlock", "archive", "unarchive"]
+
+    def get_inlines(self, request: HttpRequest, obj=None) -> list:
+        # A big room's members would post more fields than Django takes
+        # (DATA_UPLOAD_MAX_NUMBER_FIELDS): its page links to their list instead.
+        if obj is not None and obj.member_count > INLINE_MEMBERS_MAX:
+            return []
+        return [MembershipInline]
+
+    @admin.display(description="members")
+    def members(self, room: Room) -> str:
+        changelist = reverse(f"{self.admin_site.name}:chat_membership_changelist")
+        return format_html(
+            '<a href="{}?room__id__exact={}">{} members</a>', changelist, room.pk, room.member_count
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return (
@@ -164,7 +183,7 @@ class RoomAdmin(RoomScopedAdmin):
         # Locking and archiving are actions (audited, broadcast), not form fields.
         fixed = ["is_locked", "is_archived", "created_by", "created_at"]
         if obj is not None:
-            fixed.append("slug")
+            fixed += ["slug", "members"]
         if not is_staff(request.user) and obj is not None:
             fixed += ["name", "is_private"]
         return fixed

@@ -180,3 +180,25 @@ def test_a_save_the_rules_refuse_is_an_error_message_not_a_500(mod_client, room,
     owner.refresh_from_db()
     assert owner.muted_until is None
     assert not AuditEntry.objects.exists()
+
+
+def test_a_big_rooms_page_links_to_its_members_and_still_saves(staff_client, room):
+    Membership.objects.bulk_create(
+        Membership(room=room, user=make_user(f"m{n}")) for n in range(101)
+    )
+    url = f"/admin/chat/room/{room.id}/change/"
+    page = staff_client.get(url)
+    assert page.context["inline_admin_formsets"] == []
+    assert f'/admin/chat/membership/?room__id__exact={room.id}">101 members</a>' in (
+        page.content.decode()
+    )
+    saved = staff_client.post(url, {"name": "Renamed", "description": ""})
+    assert saved.status_code == 302
+    room.refresh_from_db()
+    assert room.name == "Renamed"
+
+
+def test_a_small_rooms_page_edits_its_members_in_place(staff_client, room, user):
+    make_member(user, room)
+    page = staff_client.get(f"/admin/chat/room/{room.id}/change/")
+    assert len(page.context["inline_admin_formsets"]) == 1
