@@ -199,6 +199,11 @@ def check(base_dir: Path = BASE_DIR) -> list[str]:
     for host, port in upstreams:
         if host != "web" or port != web_port:
             problems.append(f"nginx's upstream {host}:{port} is not web:{web_port}")
+    # nginx resolves `web` once, when it starts: an upgrade that recreates the
+    # web containers (new addresses) must restart it too.
+    on_web = (services["nginx"].get("depends_on") or {}).get("web")
+    if not isinstance(on_web, dict) or on_web.get("restart") is not True:
+        problems.append("nginx does not restart with web (depends_on: web: restart: true)")
     static_root = nginx_env.get("CHAT_STATIC_ROOT", "")
     migrate_mounts = {
         volume["target"] if isinstance(volume, dict) else volume.split(":")[1]

@@ -96,6 +96,13 @@ def test_it_reports_a_service_without_healthcheck_and_a_missing_dependency(proje
     ]
 
 
+def test_it_reports_an_nginx_that_would_keep_old_web_addresses(project):
+    edit(project / "docker-compose.yml", "        restart: true\n", "")
+    assert check_compose.check(project) == [
+        "nginx does not restart with web (depends_on: web: restart: true)"
+    ]
+
+
 def test_it_reports_a_database_url_that_misses_postgres(project):
     edit(project / ".env.example", "@postgres:5432/chat", "@db:5432/chat")
     assert check_compose.check(project) == [
