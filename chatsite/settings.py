@@ -50,10 +50,22 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+# A production secret shorter than this is guessable; one starting with the
+# placeholder prefix is .env.example's, which anyone can read.
+SECRET_MIN_LENGTH = 32
+SECRET_PLACEHOLDER = "replace-me"
+
+
 def env_secret(name: str, *, dev_default: str) -> str:
     """A secret must come from the environment; only DEBUG may fall back to a dev value."""
     value = os.environ.get(name)
     if value:
+        if not DEBUG and (value.startswith(SECRET_PLACEHOLDER) or len(value) < SECRET_MIN_LENGTH):
+            raise ImproperlyConfigured(
+                f"{name} is .env.example's placeholder or shorter than {SECRET_MIN_LENGTH}"
+                " characters: generate one with"
+                " python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            )
         return value
     if DEBUG:
         return dev_default

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tests.servers import run_python
 
 PRODUCTION_ENV = {
@@ -30,6 +32,14 @@ def test_production_refuses_to_start_without_a_secret_key():
     result = manage("check", env=env)
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "JWT_SIGNING_KEY"])
+@pytest.mark.parametrize("value", ["replace-me-with-a-long-random-string", "short-secret"])
+def test_production_refuses_a_placeholder_or_short_secret(name, value):
+    result = manage("check", env={**PRODUCTION_ENV, name: value})
+    assert result.returncode != 0
+    assert f"{name} is .env.example's placeholder or shorter than 32 characters" in result.stderr
 
 
 def test_bad_boolean_is_refused_loudly():
