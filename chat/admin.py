@@ -8,7 +8,9 @@ reaches the people connected right now.
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import Count, QuerySet
@@ -18,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from chat import moderation, services
+from chat.audit import REASON_MAX_LENGTH
 from chat.exceptions import ChatError
 from chat.models import AuditEntry, Membership, Message, Room
 from chat.roles import is_staff, rooms_moderated_by
@@ -36,12 +39,21 @@ class ModerationSite(admin.AdminSite):
 moderation_site = ModerationSite(name="moderation")
 
 
+class ReasonActionForm(helpers.ActionForm):
+    """The actions' bar, with the reason a moderator gives: it goes into the
+    audit log, and a ban's reason is what the banned user is told."""
+
+    reason = forms.CharField(required=False, max_length=REASON_MAX_LENGTH, label="Reason")
+
+
 def run_service(modeladmin, request: HttpRequest, objects, service, success: str) -> None:
-    """Apply `service` to each object, telling the moderator what failed and why."""
+    """Apply `service(obj, reason)` to each object, with the reason given in the
+    actions' bar, telling the moderator what failed and why."""
+    reason = request.POST.get("reason", "").strip()[:REASON_MAX_LENGTH]
     done = 0
     for obj in objects:
         try:
-            service(obj)
+            service(obj, reason)
         except ChatError as exc:
             modeladmin.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
         else:
@@ -72,6 +84,7 @@ ROOM_FILTER = ("room", admin.RelatedOnlyFieldListFilter)
 
 
 class RoomScopedAdmin(RefusalsAsMessages, admin.ModelAdmin):
+    action_form = ReasonActionForm
     """Staff see everything; room moderators only what belongs to their rooms.
 
     Nothing is deleted from here: hiding, banning and removing are actions.
@@ -219,7 +232,7 @@ class RoomAdmin(RoomScopedAdmin):
             self,
             request,
             rooms,
-            lambda room: service(actor=request.user, room=room, **change),
+            lambda room, reason: service(actor=request.user, room=room, reason=reason, **change),
             success,
         )
 
@@ -285,7 +298,9 @@ class MessageAdmin(RoomScopedAdmin):
             self,
             request,
             queryset,
-            lambda message: moderation.message_hide(actor=request.user, message=message),
+            lambda message, reason: moderation.message_hide(
+                actor=request.user, message=message, reason=reason
+            ),
             "{count} message(s) hidden.",
         )
 
@@ -295,7 +310,9 @@ class MessageAdmin(RoomScopedAdmin):
             self,
             request,
             queryset,
-            lambda message: moderation.message_unhide(actor=request.user, message=message),
+            lambda message, reason: moderation.message_unhide(
+                actor=request.user, message=message, reason=reason
+            ),
             "{count} message(s) visible again.",
         )
 
@@ -325,8 +342,8 @@ class MembershipAdmin(RoomScopedAdmin):
             self,
             request,
             memberships,
-            lambda m: moderation.member_mute(
-                actor=request.user, room=m.room, user=m.user, until=until
+            lambda m, reason: moderation.member_mute(
+                actor=request.user, room=m.room, user=m.user, until=until, reason=reason
             ),
             "{count} member(s) muted." if until else "{count} member(s) unmuted.",
         )
@@ -349,7 +366,9 @@ class MembershipAdmin(RoomScopedAdmin):
             self,
             request,
             memberships,
-            lambda m: moderation.member_ban(actor=request.user, room=m.room, user=m.user),
+            lambda m, reason: moderation.member_ban(
+                actor=request.user, room=m.room, user=m.user, reason=reason
+            ),
             "{count} member(s) banned.",
         )
 
@@ -359,7 +378,9 @@ class MembershipAdmin(RoomScopedAdmin):
             self,
             request,
             memberships,
-            lambda m: moderation.member_unban(actor=request.user, room=m.room, user=m.user),
+            lambda m, reason: moderation.member_unban(
+                actor=request.user, room=m.room, user=m.user, reason=reason
+            ),
             "{count} member(s) unbanned.",
         )
 
@@ -412,6 +433,7 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class ChatUserAdmin(RefusalsAsMessages, UserAdmin):
+    action_form = ReasonActionForm
     actions = ["deactivate", "reactivate"]
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -436,7 +458,9 @@ class ChatUserAdmin(RefusalsAsMessages, UserAdmin):
             self,
             request,
             users,
-            lambda user: moderation.user_set_active(actor=request.user, user=user, active=False),
+            lambda user, reason: moderation.user_set_active(
+                actor=request.user, user=user, active=False, reason=reason
+            ),
             "{count} account(s) deactivated.",
         )
 
@@ -446,6 +470,8 @@ class ChatUserAdmin(RefusalsAsMessages, UserAdmin):
             self,
             request,
             users,
-            lambda user: moderation.user_set_active(actor=request.user, user=user, active=True),
+            lambda user, reason: moderation.user_set_active(
+                actor=request.user, user=user, active=True, reason=reason
+            ),
             "{count} account(s) reactivated.",
         )

@@ -5,6 +5,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from chat.models import AuditEntry, Message, Room
 
 Action = AuditEntry.Action
+# The longest reason a moderator may give (the API's and the admin's forms).
+REASON_MAX_LENGTH = 500
 
 
 def audit_record(

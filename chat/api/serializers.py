@@ -4,6 +4,7 @@ lives here; rules (who may do what) live in chat.services."""
 from rest_framework import serializers
 
 from chat import protocol
+from chat.audit import REASON_MAX_LENGTH
 from chat.models import BODY_MAX_LENGTH, CLIENT_ID_MAX_LENGTH, Membership, Message, Room
 
 
@@ -99,7 +100,9 @@ class HistoryQuerySerializer(serializers.Serializer):
 
 
 class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=REASON_MAX_LENGTH
+    )
 
 
 class LockSerializer(ReasonSerializer):

@@ -202,3 +202,15 @@ def test_a_small_rooms_page_edits_its_members_in_place(staff_client, room, user)
     make_member(user, room)
     page = staff_client.get(f"/admin/chat/room/{room.id}/change/")
     assert len(page.context["inline_admin_formsets"]) == 1
+
+
+def test_a_ban_from_the_admin_carries_the_reason_given(mod_client, room, user):
+    make_member(user, room)
+    membership = Membership.objects.get(room=room, user=user)
+    response = mod_client.post(
+        "/moderation/chat/membership/",
+        {"action": "ban", "_selected_action": [membership.id], "reason": "  spamming links "},
+    )
+    assert response.status_code == 302
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.reason) == ("member_ban", "spamming links")
