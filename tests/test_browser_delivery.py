@@ -133,6 +133,42 @@ def test_a_message_too_large_for_a_frame_fails_and_the_next_goes_out(people, ser
     assert errors == []
 
 
+def test_unsent_messages_and_the_draft_survive_a_reload(people, server, chromium):
+    alice, errors = log_in_and_open_general(chromium, server, "alice")
+    dropping = [True]
+
+    def drop_messages_for_now(socket) -> None:
+        """Until told otherwise, the page's messages reach no server: as a
+        connection that died with them in flight."""
+        real_server = socket.connect_to_server()
+
+        def from_page(text: str) -> None:
+            if not (dropping[0] and json.loads(text)["type"] == "message"):
+                real_server.send(text)
+
+        socket.on_message(from_page)
+
+    alice.route_web_socket(re.compile(r"/ws/chat/$"), drop_messages_for_now)
+    alice.reload()
+    expect(alice.locator("#status")).to_have_text("live")
+    send(alice, "written before the reload")
+    expect(alice.locator(".msg--pending")).to_have_count(1)
+    alice.fill("#composer-input", "half a thought")
+
+    dropping[0] = False
+    alice.reload()
+
+    expect(alice.locator(f"{MESSAGES} >> text=written before the reload")).to_be_visible()
+    expect(alice.locator("#composer-input")).to_have_value("half a thought")
+    assert alice.locator(".msg--pending").count() == 0
+    alice.reload()  # stored once, and nothing left to send
+    expect(alice.locator("#status")).to_have_text("live")
+    assert alice.locator("#message-list .msg-body").all_text_contents() == [
+        "written before the reload"
+    ]
+    assert errors == []
+
+
 def test_others_messages_are_read_out_and_ours_are_not(people, server, chromium):
     alice, alice_errors = log_in_and_open_general(chromium, server, "alice")
     bob, bob_errors = log_in_and_open_general(chromium, server, "bob")

@@ -184,6 +184,7 @@
     if (!pending) return;
     pending.el.remove();
     state.pending.delete(message.client_id);
+    saveUnsent();
     sendNext();
   }
 
@@ -252,8 +253,7 @@
   }
 
   // Shows the message at once, dimmed, until the server's echo replaces it.
-  function sendMessage(body) {
-    const clientId = newClientId();
+  function sendMessage(body, clientId = newClientId()) {
     const item = renderMessage({
       id: null,
       user: state.me,
@@ -266,7 +266,44 @@
     hideEmptyHint();
     scrollToBottom();
     state.pending.set(clientId, { body, el: item, socket: null, retryTimer: null });
+    saveUnsent();
     sendNext();
+  }
+
+  // --- unsent work kept across a reload ---------------------------------------------
+  //
+  // The messages not yet stored, and the draft, live in the tab's
+  // sessionStorage too: a reload (the user's, or ours when the session has
+  // expired and the login page must come first) sends them when the room is
+  // joined again, with their client_id, so that one the server had stored
+  // after all is not stored twice.
+
+  const unsentKey = `chat.unsent.${state.me}.${state.room}`;
+
+  function saveUnsent() {
+    const pending = [...state.pending].map(([clientId, { body }]) => [clientId, body]);
+    const draft = dom.input.value;
+    try {
+      if (pending.length === 0 && draft === "") sessionStorage.removeItem(unsentKey);
+      else sessionStorage.setItem(unsentKey, JSON.stringify({ pending, draft }));
+    } catch (error) {
+      // Storage full or disabled (private windows in some browsers): nothing kept.
+    }
+  }
+
+  function restoreUnsent() {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(unsentKey) || "null");
+    } catch (error) {
+      return;
+    }
+    if (!saved) return;
+    for (const [clientId, body] of saved.pending || []) sendMessage(String(body), String(clientId));
+    if (typeof saved.draft === "string" && dom.input.value === "") {
+      dom.input.value = saved.draft;
+      resizeComposer();
+    }
   }
 
   // Our messages go out one at a time, in the order written: the next once
@@ -318,6 +355,7 @@
   function failPending(clientId, detail) {
     const pending = state.pending.get(clientId);
     state.pending.delete(clientId);
+    saveUnsent();
     clearTimeout(pending.retryTimer);
     pending.el.classList.replace("msg--pending", "msg--failed");
     const note = pending.el.querySelector(".msg-state");
@@ -331,6 +369,7 @@
 
   function onComposerInput() {
     resizeComposer();
+    saveUnsent();
     if (!state.joined) return;
     if (dom.input.value.trim() === "") {
       stopTyping();
@@ -366,8 +405,8 @@
     const body = dom.input.value.replace(/\s+$/, "");
     if (body.trim() === "") return;
     stopTyping();
-    sendMessage(body);
     dom.input.value = "";
+    sendMessage(body);
     resizeComposer();
     dom.input.focus();
   }
@@ -928,6 +967,7 @@
 
   seedFromPage();
   const olderMessages = startHistoryLoader();
+  restoreUnsent();
   dom.list.addEventListener("click", onListClick);
   dom.composer.addEventListener("submit", onComposerSubmit);
   dom.input.addEventListener("keydown", onComposerKeydown);
