@@ -129,10 +129,25 @@ class RoomScopedAdmin(RefusalsAsMessages, admin.ModelAdmin):
 INLINE_MEMBERS_MAX = 100
 
 
+class MembershipInlineForm(forms.ModelForm):
+    """A row names its member for good: a new member is a new row. (The
+    formset only adds and removes members; a changed name was dropped.)"""
+
+    class Meta:
+        model = Membership
+        fields = ["user"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["user"].disabled = True
+
+
 class MembershipInline(admin.TabularInline):
     """Add and remove members (private rooms are managed here)."""
 
     model = Membership
+    form = MembershipInlineForm
     extra = 0
     fields = ["user", "role", "muted_until", "is_banned", "joined_at"]
     readonly_fields = ["role", "muted_until", "is_banned", "joined_at"]
@@ -213,15 +228,22 @@ class RoomAdmin(RoomScopedAdmin):
         services.room_update(user=request.user, room=Room.objects.get(pk=obj.pk), **changed)
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        """Members added and removed through the services (audited, and the
+        removed one's sockets told), not formset.save(); what formset.save()
+        would have recorded is recorded for the admin's history message."""
         room = form.instance
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for inline_form in formset.forms:
             membership = inline_form.instance
             if inline_form in formset.deleted_forms and membership.pk:
                 services.member_remove(actor=request.user, room=room, membership=membership)
+                formset.deleted_objects.append(membership)
             elif not membership.pk and inline_form.has_changed():
-                services.member_add(
+                added, created = services.member_add(
                     actor=request.user, room=room, username=membership.user.get_username()
                 )
+                if created:
+                    formset.new_objects.append(added)
 
     @admin.display(ordering="member_count", description="members")
     def member_count(self, room: Room) -> int:

@@ -214,3 +214,38 @@ def test_a_ban_from_the_admin_carries_the_reason_given(mod_client, room, user):
     assert response.status_code == 302
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.reason) == ("member_ban", "spamming links")
+
+
+def test_a_room_pages_existing_members_are_named_for_good(staff_client, room, user):
+    make_member(user, room)
+    page = staff_client.get(f"/admin/chat/room/{room.id}/change/")
+    formset = page.context["inline_admin_formsets"][0].formset
+    existing, blank = formset.forms[0], formset.empty_form
+    assert existing.fields["user"].disabled is True
+    assert blank.fields["user"].disabled is False
+
+
+def test_a_room_page_adds_and_removes_members_through_the_services(staff_client, room, user):
+    leaving = make_member(user, room)
+    newcomer = make_user("newcomer")
+    url = f"/admin/chat/room/{room.id}/change/"
+    prefix = staff_client.get(url).context["inline_admin_formsets"][0].formset.prefix
+    response = staff_client.post(
+        url,
+        {
+            "name": room.name,
+            "description": room.description,
+            f"{prefix}-TOTAL_FORMS": "2",
+            f"{prefix}-INITIAL_FORMS": "1",
+            f"{prefix}-0-id": leaving.id,
+            f"{prefix}-0-room": room.id,
+            f"{prefix}-0-user": newcomer.id,  # disabled: ignored
+            f"{prefix}-0-DELETE": "on",
+            f"{prefix}-1-room": room.id,
+            f"{prefix}-1-user": newcomer.id,
+        },
+    )
+    assert response.status_code == 302
+    assert list(room.memberships.values_list("user__username", flat=True)) == ["newcomer"]
+    actions = AuditEntry.objects.order_by("id").values_list("action", "target_user__username")
+    assert list(actions) == [("member_remove", "alice"), ("member_add", "newcomer")]
