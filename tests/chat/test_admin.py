@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat.models import AuditEntry, Membership, Message
+from chat.models import AuditEntry, Membership, Message, Room
 from tests.factories import make_member, make_messages, make_room, make_user
 
 pytestmark = pytest.mark.django_db
@@ -249,3 +249,31 @@ def test_a_room_page_adds_and_removes_members_through_the_services(staff_client,
     assert list(room.memberships.values_list("user__username", flat=True)) == ["newcomer"]
     actions = AuditEntry.objects.order_by("id").values_list("action", "target_user__username")
     assert list(actions) == [("member_remove", "alice"), ("member_add", "newcomer")]
+
+
+def test_a_mute_set_on_the_membership_page_goes_through_the_service(mod_client, room, user):
+    membership = make_member(user, room)
+    url = f"/moderation/chat/membership/{membership.id}/change/"
+    response = mod_client.post(url, {"muted_until_0": "2099-01-01", "muted_until_1": "00:00:00"})
+    assert response.status_code == 302
+    membership.refresh_from_db()
+    assert membership.muted_until.year == 2099
+    assert AuditEntry.objects.get().action == "member_mute"
+
+
+def test_staff_create_a_room_on_the_add_page_and_own_it(staff_client):
+    prefix = staff_client.get("/admin/chat/room/add/").context["inline_admin_formsets"][0]
+    prefix = prefix.formset.prefix
+    response = staff_client.post(
+        "/admin/chat/room/add/",
+        {
+            "name": "Book Club",
+            "slug": "book-club",
+            "description": "",
+            f"{prefix}-TOTAL_FORMS": "0",
+            f"{prefix}-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302
+    room = Room.objects.get(slug="book-club")
+    assert list(room.memberships.values_list("user__username", "role")) == [("staff", "owner")]
