@@ -350,7 +350,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_frame(protocol.removed_frame(room=room.slug, reason=event["reason"]))
 
     async def user_disconnect(self, event: dict) -> None:
-        """The account was deactivated."""
+        """The account was deactivated: frames still queued are dropped."""
+        self.serving = False
         await self.close(code=4403)
 
     # --- helpers ---------------------------------------------------------------------------
@@ -368,7 +369,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise NotJoined(f"You have not joined {slug!r} on this connection.") from None
 
     async def _leave(self, room: Room) -> None:
-        del self.rooms[room.slug]
+        # Once: a removal (fan-out task) may come while disconnect leaves its rooms.
+        if self.rooms.pop(room.slug, None) is None:
+            return
         observe.room_left()
         self.streams.pop(room.slug, None)
         await self.fanout.leave(events.room_group(room.id), self)

@@ -79,6 +79,11 @@ def parse_text(text: str | None) -> Command:
         content = json.loads(text)
     except ValueError:
         raise InvalidJson() from None
+    if "\\u" in text and _has_unpaired_surrogate(content):
+        # JSON may escape half of a UTF-16 pair alone ("\ud800"): no UTF-8
+        # text holds it, so neither PostgreSQL nor the socket could take it
+        # (echoed as an error's ref, it failed the send and ended the socket).
+        raise InvalidJson("The frame escapes an unpaired surrogate (\\ud800 to \\udfff).")
     try:
         return parse(content)
     except ProtocolError as exc:
@@ -94,6 +99,14 @@ def parse(content: Any) -> Command:
     if parser is None:
         raise UnknownType(f"Unknown frame type {kind!r}.")
     return parser(content)
+
+
+def _has_unpaired_surrogate(content: Any) -> bool:
+    try:
+        json.dumps(content, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def ref_of(content: Any) -> str | None:

@@ -1,6 +1,12 @@
 """Every bad frame gets an error frame, and the socket stays usable."""
 
+import asyncio
+import json
+
 import pytest
+import websockets
+from channels.db import database_sync_to_async
+from rest_framework_simplejwt.tokens import AccessToken
 
 from tests.ws import connect
 
@@ -41,6 +47,18 @@ BAD_FRAMES = [
         "invalid_field",
         "c\x00",
     ),
+    # Half a UTF-16 pair, escaped alone: valid JSON, but no UTF-8 text holds it.
+    ('{"type": "join", "room": "lobby\\ud800"}', "invalid_json", None),
+    (
+        '{"type": "message", "room": "lobby", "body": "\\udfff", "client_id": "c5"}',
+        "invalid_json",
+        None,
+    ),
+    (
+        '{"type": "message", "room": "lobby", "body": "hi", "client_id": "\\ud83d"}',
+        "invalid_json",
+        None,
+    ),
 ]
 
 
@@ -75,3 +93,35 @@ async def test_binary_frame_is_refused(user, room):
         await client.communicator.send_to(bytes_data=b"\x00\x01")
         error = await client.receive_type("error")
     assert error["code"] == "invalid_frame"
+
+
+async def _next_of_type(socket, kind: str) -> dict:
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.recv(), 5))
+        if frame["type"] == kind:
+            return frame
+
+
+async def test_unpaired_surrogates_are_refused_over_a_real_socket(server, user):
+    """Through Daphne, which encodes every frame it sends as UTF-8: an error
+    whose ref echoed half a surrogate pair failed that send and ended the
+    socket, leaving the user online in its rooms."""
+    token = await database_sync_to_async(lambda: str(AccessToken.for_user(user)))()
+    url = server.replace("http://", "ws://") + "/ws/chat/"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with websockets.connect(url, additional_headers=headers) as socket:
+        for text in [
+            '{"type": "leave", "room": "\\ud800"}',
+            '{"type": "message", "room": "general", "body": "hi", "client_id": "\\udfff"}',
+        ]:
+            await socket.send(text)
+            error = await _next_of_type(socket, "error")
+            assert (error["code"], error["ref"]) == ("invalid_json", None)
+        await socket.send(json.dumps({"type": "join", "room": "general"}))
+        await _next_of_type(socket, "joined")
+        # A whole pair, escaped, is one character: taken.
+        pair = (
+            '{"type": "message", "room": "general", "body": "\\ud83d\\ude00", "client_id": "c-1"}'
+        )
+        await socket.send(pair)
+        assert (await _next_of_type(socket, "message"))["body"] == "\U0001f600"
