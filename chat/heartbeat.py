@@ -22,6 +22,11 @@ from chat.socketlimit import get_seats
 
 logger = logging.getLogger(__name__)
 
+# Sockets renewed per round trip (their seats, then their presence entries):
+# few enough that a chunk's entries, a socket's rooms (usually one or two),
+# fit one pipeline (chat.presence.REFRESH_BATCH).
+BEAT_CHUNK = 50
+
 
 class Socket(Protocol):
     socket_id: str
@@ -54,12 +59,21 @@ class Heartbeat:
                 logger.exception("heartbeat failed")
 
     async def beat(self) -> None:
-        """Renew every open socket's seat and presence entries now."""
-        sockets = list(self.sockets)
-        await get_seats().renew_many([(socket.user_id, socket.socket_id) for socket in sockets])
-        await get_presence().refresh_many(
-            [(socket.room_ids(), socket.username, socket.socket_id) for socket in sockets]
-        )
+        """Renew every open socket's seat and presence entries now, BEAT_CHUNK
+        sockets at a time, each chunk read just before it is sent. A beat of
+        many sockets takes many round trips: read once at its start, a socket
+        that closed or left a room meanwhile had its entry put back after its
+        own removal, and showed online for another PRESENCE_TTL."""
+        pending = list(self.sockets)
+        seats, presence = get_seats(), get_presence()
+        while pending:
+            chunk, pending = pending[:BEAT_CHUNK], pending[BEAT_CHUNK:]
+            live = [socket for socket in chunk if socket in self.sockets]
+            await seats.renew_many([(socket.user_id, socket.socket_id) for socket in live])
+            live = [socket for socket in live if socket in self.sockets]
+            await presence.refresh_many(
+                [(socket.room_ids(), socket.username, socket.socket_id) for socket in live]
+            )
 
     def close(self) -> None:
         if self.task is not None:
