@@ -58,6 +58,12 @@ ECHO_WAIT = 1.0
 # it again. The failed connection is replaced for the next command.
 DATABASE_LOST = (OperationalError, InterfaceError)
 UNAVAILABLE_RETRY_AFTER = 1.0
+# Typing frames a socket may have forwarded: a burst, then one a second. The
+# chat page sends one every few seconds; each goes to every member of the
+# room, so a flood of them would cost the room's fan-out what a flood of
+# messages costs, with no send rate to stop it. The excess is dropped
+# quietly: typing is a hint, and the others' pages forget it in seconds.
+TYPING_RATE, TYPING_BURST = 1.0, 5
 
 
 def _room_enter(*, user, slug: str) -> Room:
@@ -137,6 +143,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.presence = get_presence()
         self.fanout = get_fanout()
         self.error_budget = TokenBucket(settings.SOCKET_ERROR_RATE, settings.SOCKET_ERROR_BURST)
+        self.typing_budget = TokenBucket(TYPING_RATE, TYPING_BURST)
         # Moderation reaches all of a user's sockets, in every process, here.
         await self.fanout.add(self)
         await self.accept()
@@ -259,6 +266,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def typing(self, command: protocol.Typing) -> None:
         room = self._joined(command.room)
+        if not self.typing_budget.take():
+            return
         await events.aroom_broadcast(
             room.id,
             protocol.typing_frame(room=room.slug, user=self.username, typing=command.typing),

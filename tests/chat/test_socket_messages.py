@@ -93,6 +93,27 @@ async def test_typing_reaches_others_but_not_the_sender(channel_backend, user, o
     assert typing == {"type": "typing", "room": room.slug, "user": "alice", "typing": True}
 
 
+async def test_a_flood_of_typing_frames_reaches_the_room_only_in_part(
+    channel_backend, user, other_user, room
+):
+    """Each typing frame goes to every member: a socket's are limited (a
+    burst, then one a second), the rest dropped quietly."""
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        await alice.receive_type("presence")
+        for n in range(30):
+            await alice.send({"type": "typing", "room": room.slug, "typing": n % 2 == 0})
+        await alice.post(room.slug, "after the flood", "c-1")
+        frames = []
+        while (frame := await bob.receive())["type"] != "message":
+            frames.append(frame)
+        await alice.receive_type("message")
+        await alice.assert_silent()  # no error frames: typing is a hint
+    assert {frame["type"] for frame in frames} == {"typing"}
+    assert consumers.TYPING_BURST <= len(frames) <= consumers.TYPING_BURST + 2
+
+
 async def test_messages_arrive_in_id_order(channel_backend, user, other_user, room):
     async with connect(user) as alice, connect(other_user) as bob:
         await alice.join(room.slug)
