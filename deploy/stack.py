@@ -219,6 +219,21 @@ def _pid_alive(pid: int, marker: str) -> bool:
     return marker in cmdline
 
 
+def _ended(pid: int, marker: str) -> bool:
+    """Whether `pid` has ended: gone, a zombie, or reused by another program.
+    A process's command line empties while it exits, before it has ended:
+    _pid_alive is already false then, and a stop that trusted it returned
+    while the process still ran."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return True
+    if state in ("Z", "X"):
+        return True
+    return bool(cmdline) and marker not in cmdline
+
+
 def _recorded(stack: Stack) -> Iterator[tuple[str, int, str]]:
     """(name, pid, marker) of every process the stack's pid files name and that still runs."""
     if not stack.state_dir.exists():
@@ -396,7 +411,7 @@ def stop(stack: Stack, *, quiet: bool = False) -> None:
         # TERM, not QUIT, for nginx: a graceful quit waits for every open socket.
         os.kill(pid, signal.SIGTERM)
         try:
-            _wait_until(lambda pid=pid, marker=marker: not _pid_alive(pid, marker), name, 10)
+            _wait_until(lambda pid=pid, marker=marker: _ended(pid, marker), name, 10)
         except StackError:
             os.kill(pid, signal.SIGKILL)
         stack.pid_file(name).unlink(missing_ok=True)
