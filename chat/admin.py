@@ -84,11 +84,12 @@ ROOM_FILTER = ("room", admin.RelatedOnlyFieldListFilter)
 
 
 class RoomScopedAdmin(RefusalsAsMessages, admin.ModelAdmin):
-    action_form = ReasonActionForm
     """Staff see everything; room moderators only what belongs to their rooms.
 
     Nothing is deleted from here: hiding, banning and removing are actions.
     """
+
+    action_form = ReasonActionForm
 
     room_path = "room"  # from this model to its Room
 

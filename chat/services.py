@@ -154,8 +154,7 @@ def member_remove(*, actor: AbstractBaseUser, room: Room, membership: Membership
         if leaving:
             return
         raise MemberBanned()
-    if leaving and membership.muted_until is not None and membership.muted_until > timezone.now():
-        until = protocol.utc_text(membership.muted_until)
+    if leaving and (until := _mute_end(membership)):
         raise Muted(f"You are muted in this room until {until}: you may leave then.", until=until)
     if not leaving:
         needed = OWNER if membership.role == Role.MODERATOR else MANAGERS
@@ -199,9 +198,15 @@ def message_check_allowed(membership: Membership | None, user: AbstractBaseUser)
         raise RoomArchived()
     if room.is_locked and membership.role not in MANAGERS and not is_staff(user):
         raise RoomLocked()
-    if membership.muted_until is not None and membership.muted_until > timezone.now():
-        until = protocol.utc_text(membership.muted_until)
+    if until := _mute_end(membership):
         raise Muted(f"You are muted in this room until {until}.", until=until)
+
+
+def _mute_end(membership: Membership) -> str | None:
+    """When a running mute ends, as the protocol writes times; None if none runs."""
+    if membership.muted_until is None or membership.muted_until <= timezone.now():
+        return None
+    return protocol.utc_text(membership.muted_until)
 
 
 def message_post(

@@ -322,11 +322,17 @@
     transmit(clientId);
   }
 
+  // The server's retry_after (seconds) as a timer's delay: at least half a
+  // second, and a second when it gave none.
+  function retryDelayMs(seconds) {
+    return Math.max(Number(seconds) || 1, 0.5) * 1000;
+  }
+
   // Refused for now: sent again after the wait the server asks for, and
   // the messages written after it wait behind it.
   function sendLater(clientId, seconds) {
     const pending = state.pending.get(clientId);
-    const delayMs = Math.max(Number(seconds) || 1, 0.5) * 1000;
+    const delayMs = retryDelayMs(seconds);
     pending.socket = null;
     clearTimeout(pending.retryTimer);
     pending.retryTimer = setTimeout(() => {
@@ -785,7 +791,7 @@
 
   function joinLater(seconds) {
     const socket = state.socket;
-    const delayMs = Math.max(Number(seconds) || 1, 0.5) * 1000;
+    const delayMs = retryDelayMs(seconds);
     setTimeout(() => {
       if (state.socket === socket && !state.live) sendJoin();
     }, delayMs);
