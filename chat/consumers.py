@@ -398,9 +398,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def user_id(self) -> int:
         return self.user.pk
 
-    def room_ids(self) -> list[int]:
-        return [room.id for room in self.rooms.values()]
-
 
 def _too_large(text: str) -> bool:
     """Over MAX_FRAME_BYTES in UTF-8, as the client sent it. A character is

@@ -7,6 +7,12 @@ per process, every third of the TTL, renews every socket's seat and entries
 in pipelined round trips, instead of a task per socket waking to make two
 round trips of its own (a task and its timer are about a kilobyte per idle
 socket; docs/performance.md).
+
+A beat also sweeps the expired presence entries of the rooms its sockets are
+in, so that their members hear that users whose process died (or was stopped:
+a cancelled consumer never runs `disconnect`) went offline, within
+PRESENCE_TTL and a beat. Entries that a stalled process finds swept are put
+back, and their users announced online again.
 """
 
 import asyncio
@@ -16,7 +22,8 @@ from typing import Protocol
 
 from django.conf import settings
 
-from chat.presence import get_presence
+from chat import events
+from chat.presence import Entry, get_presence
 from chat.sharedstate import per_loop
 from chat.socketlimit import get_seats
 
@@ -28,12 +35,16 @@ logger = logging.getLogger(__name__)
 BEAT_CHUNK = 50
 
 
+class Room(Protocol):
+    id: int
+    slug: str
+
+
 class Socket(Protocol):
     socket_id: str
     user_id: int
     username: str
-
-    def room_ids(self) -> list[int]: ...
+    rooms: dict[str, Room]  # by slug
 
 
 class Heartbeat:
@@ -71,13 +82,50 @@ class Heartbeat:
             live = [socket for socket in chunk if socket in self.sockets]
             await seats.renew_many([(socket.user_id, socket.socket_id) for socket in live])
             live = [socket for socket in live if socket in self.sockets]
-            await presence.refresh_many(
-                [(socket.room_ids(), socket.username, socket.socket_id) for socket in live]
+            back = await presence.refresh_many(
+                [(_room_ids(socket), socket.username, socket.socket_id) for socket in live]
             )
+            if back:
+                await self._announce_back(back, {socket.socket_id: socket for socket in live})
+        await self.sweep()
+
+    async def _announce_back(self, entries: list[Entry], sockets: dict[str, Socket]) -> None:
+        """Announce the users whose entries a refresh put back; remove again
+        those of sockets that left the room while it was under way."""
+        stale = []
+        for room_id, username, socket_id in entries:
+            room = _room(sockets[socket_id], room_id)
+            if room is None or sockets[socket_id] not in self.sockets:
+                stale.append((room_id, username, socket_id))
+            else:
+                events.presence_changed(
+                    room_id=room_id, room_slug=room.slug, user=username, online=True
+                )
+        if stale:
+            await get_presence().remove_many(stale)
+
+    async def sweep(self) -> None:
+        """Announce offline the users whose entries all expired, in the rooms
+        of this process's sockets (no socket here: nobody here to tell)."""
+        slugs = {room.id: room.slug for socket in self.sockets for room in socket.rooms.values()}
+        gone = await get_presence().sweep(list(slugs))
+        for room_id, users in gone.items():
+            for user in users:
+                events.presence_changed(
+                    room_id=room_id, room_slug=slugs[room_id], user=user, online=False
+                )
 
     def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+def _room_ids(socket: Socket) -> list[int]:
+    return [room.id for room in socket.rooms.values()]
+
+
+def _room(socket: Socket, room_id: int) -> Room | None:
+    return next((room for room in socket.rooms.values() if room.id == room_id), None)
 
 
 _heartbeats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

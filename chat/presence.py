@@ -4,7 +4,11 @@ An entry is one socket in one room: (username, channel name) with an expiry.
 A user is online while any of their sockets is; so a second tab does not
 announce them twice, and closing one of two tabs does not make them vanish.
 Each process refreshes its sockets' entries (chat.heartbeat), so the entries
-of a process that died without cleaning up expire after PRESENCE_TTL.
+of a process that died without cleaning up expire after PRESENCE_TTL. Expired
+entries stay until a living process with sockets in the room sweeps them
+(its heartbeat): the sweep removes them and names the users who have no entry
+left, so that the room hears they went offline. One process removes each
+entry, so one announces it.
 
 With REDIS_URL set the entries live in Redis (a sorted set per room, scored by
 expiry) so that every process sees the same list. Without it the whole app is
@@ -20,11 +24,15 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from chat.sharedstate import loop_client, shared_store
+from chat.sharedstate import client_script, loop_client, shared_store
 
 logger = logging.getLogger(__name__)
 
 SEPARATOR = "\x1f"  # never in a Django username
+
+
+Sockets = tuple[list[int], str, str]  # a socket's room ids, username, channel
+Entry = tuple[int, str, str]  # room id, username, channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,38 +53,87 @@ class LocalPresence:
     def __init__(self) -> None:
         self.rooms: dict[int, dict[str, float]] = {}
 
-    def _live(self, room_id: int) -> dict[str, float]:
-        entries = self.rooms.setdefault(room_id, {})
+    def _live(self, room_id: int) -> list[str]:
         now = time.monotonic()
-        for entry in [e for e, expires in entries.items() if expires <= now]:
-            del entries[entry]
-        return entries
+        return [e for e, expires in self.rooms.get(room_id, {}).items() if expires > now]
 
     async def add(self, room_id: int, username: str, channel: str) -> Joined:
-        entries = self._live(room_id)
+        entries = self.rooms.setdefault(room_id, {})
         entries[_entry(username, channel)] = time.monotonic() + settings.PRESENCE_TTL
-        online = list(entries)
+        online = self._live(room_id)
         return Joined(online=_users(online), first=_count(online, username) == 1)
 
     async def remove(self, room_id: int, username: str, channel: str) -> bool:
         """Drop the socket; True when it was the user's last one in the room."""
-        entries = self._live(room_id)
-        entries.pop(_entry(username, channel), None)
-        return _count(list(entries), username) == 0
+        self.rooms.get(room_id, {}).pop(_entry(username, channel), None)
+        return _count(self._live(room_id), username) == 0
 
-    async def refresh_many(self, sockets: list[tuple[list[int], str, str]]) -> None:
+    async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
         expires = time.monotonic() + settings.PRESENCE_TTL
+        added = []
         for room_ids, username, channel in sockets:
             for room_id in room_ids:
-                self._live(room_id)[_entry(username, channel)] = expires
+                entries = self.rooms.setdefault(room_id, {})
+                entry = _entry(username, channel)
+                if entry not in entries:
+                    added.append((room_id, username, channel))
+                entries[entry] = expires
+        return added
+
+    async def remove_many(self, entries: list[Entry]) -> None:
+        for room_id, username, channel in entries:
+            self.rooms.get(room_id, {}).pop(_entry(username, channel), None)
+
+    async def sweep(self, room_ids: list[int]) -> dict[int, list[str]]:
+        now, gone = time.monotonic(), {}
+        for room_id in room_ids:
+            entries = self.rooms.get(room_id, {})
+            expired = [entry for entry, expires in entries.items() if expires <= now]
+            for entry in expired:
+                del entries[entry]
+            if not entries:
+                self.rooms.pop(room_id, None)
+            if users := sorted(set(_users(expired)) - set(_users(list(entries)))):
+                gone[room_id] = users
+        return gone
 
     async def online(self, room_id: int) -> list[str]:
-        return _users(list(self._live(room_id)))
+        return _users(self._live(room_id))
 
 
-# Entries renewed per pipeline: packed and parsed on the event loop at once;
-# between pipelines the loop serves the sockets.
+# Entries renewed per pipeline, and rooms swept per script call: packed and
+# parsed on the event loop at once; between them the loop serves the sockets.
 REFRESH_BATCH = 100
+
+# KEYS: rooms' presence sets; ARGV: now, SEPARATOR. Removes the expired
+# entries and returns {i, user, ...}: each user of room KEYS[i] whose entries
+# all expired. Atomic, so that of several processes sweeping a room, one
+# names each user.
+SWEEP_SCRIPT = """
+local function user(entry)
+  return string.sub(entry, 1, string.find(entry, ARGV[2], 1, true) - 1)
+end
+local gone = {}
+for i, key in ipairs(KEYS) do
+  local expired = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1])
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
+    local live, named = {}, {}
+    for _, entry in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      live[user(entry)] = true
+    end
+    for _, entry in ipairs(expired) do
+      local name = user(entry)
+      if not live[name] and not named[name] then
+        named[name] = true
+        table.insert(gone, i)
+        table.insert(gone, name)
+      end
+    end
+  end
+end
+return gone
+"""
 
 
 class RedisPresence:
@@ -95,13 +152,13 @@ class RedisPresence:
     # the entries once Redis is back.
 
     async def add(self, room_id: int, username: str, channel: str) -> Joined:
+        # Expired entries are left to the sweep, which announces their users.
         key, now = self._key(room_id), time.time()
         try:
             async with self._client().pipeline(transaction=True) as pipe:
-                pipe.zremrangebyscore(key, "-inf", now)
                 pipe.zadd(key, {_entry(username, channel): now + settings.PRESENCE_TTL})
                 pipe.expire(key, settings.PRESENCE_TTL)
-                pipe.zrange(key, 0, -1)
+                pipe.zrangebyscore(key, now, "+inf")
                 *_, entries = await pipe.execute()
         except RedisError:
             logger.warning("presence unavailable", exc_info=True)
@@ -120,25 +177,58 @@ class RedisPresence:
             return True
         return _count(entries, username) == 0
 
-    async def refresh_many(self, sockets: list[tuple[list[int], str, str]]) -> None:
+    async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
         """Renew each (room ids, username, channel) socket's entries, a pipelined
-        round trip per REFRESH_BATCH entries."""
+        round trip per REFRESH_BATCH entries. Returns the entries that were
+        gone (swept while their process was stalled, or Redis restarted)."""
         expires = time.time() + settings.PRESENCE_TTL
         entries = [
-            (self._key(room_id), _entry(username, channel))
+            (room_id, username, channel)
             for room_ids, username, channel in sockets
             for room_id in room_ids
         ]
+        added = []
         for start in range(0, len(entries), REFRESH_BATCH):
+            batch = entries[start : start + REFRESH_BATCH]
             try:
                 async with self._client().pipeline(transaction=False) as pipe:
-                    for key, entry in entries[start : start + REFRESH_BATCH]:
-                        pipe.zadd(key, {entry: expires})
+                    for room_id, username, channel in batch:
+                        key = self._key(room_id)
+                        pipe.zadd(key, {_entry(username, channel): expires})
                         pipe.expire(key, settings.PRESENCE_TTL)
-                    await pipe.execute()
+                    results = await pipe.execute()
             except RedisError:
                 # A missed refresh only risks an early expiry; the next one retries.
                 logger.warning("presence refresh failed", exc_info=True)
+                continue
+            added += [entry for entry, new in zip(batch, results[::2], strict=True) if new]
+        return added
+
+    async def remove_many(self, entries: list[Entry]) -> None:
+        try:
+            async with self._client().pipeline(transaction=False) as pipe:
+                for room_id, username, channel in entries:
+                    pipe.zrem(self._key(room_id), _entry(username, channel))
+                await pipe.execute()
+        except RedisError:
+            logger.warning("presence unavailable; the entries expire", exc_info=True)
+
+    async def sweep(self, room_ids: list[int]) -> dict[int, list[str]]:
+        """Remove the rooms' expired entries; {room id: users with none left}."""
+        script = client_script(self._client(), SWEEP_SCRIPT)
+        gone: dict[int, list[str]] = {}
+        for start in range(0, len(room_ids), REFRESH_BATCH):
+            batch = room_ids[start : start + REFRESH_BATCH]
+            try:
+                named = await script(
+                    keys=[self._key(i) for i in batch], args=[time.time(), SEPARATOR]
+                )
+            except RedisError:
+                logger.warning("presence sweep failed", exc_info=True)
+                continue
+            for index, user in zip(named[::2], named[1::2], strict=True):
+                gone.setdefault(batch[index - 1], []).append(user)
+        return gone
 
     async def online(self, room_id: int) -> list[str]:
         try:

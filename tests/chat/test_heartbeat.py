@@ -2,6 +2,7 @@
 process's heartbeat renews its sockets' own (chat.heartbeat)."""
 
 import asyncio
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -79,3 +80,121 @@ async def test_a_beat_puts_back_no_entry_of_a_socket_that_left_during_it(
         monkeypatch.setattr(Pipeline, "execute", execute)
         assert left
         assert await get_presence().online(room.id) == []
+
+
+def _socket_of(username: str):
+    (socket,) = [s for s in get_heartbeat().sockets if s.username == username]
+    return socket
+
+
+async def _next_offline(client, timeout: float) -> dict:
+    while True:
+        frame = await client.receive_until("presence", timeout)
+        if frame["offline"]:
+            return frame
+
+
+async def _frames_within(client, seconds: float) -> list[dict]:
+    """Every frame the client gets in the next `seconds` (a receive that
+    times out would cancel the consumer)."""
+    frames, end = [], time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if not await client.communicator.receive_nothing(timeout=left):
+            frames.append(await client.communicator.receive_json_from())
+    return frames
+
+
+async def test_the_room_hears_that_a_user_whose_process_died_went_offline(
+    channel_backend, settings, user, other_user, room
+):
+    """A process that dies, or is stopped (its consumers are cancelled without
+    `disconnect`), says nothing: a living process's beat sweeps its entries."""
+    settings.PRESENCE_TTL = TTL
+    async with connect(user) as alice, connect(other_user) as bob:
+        await alice.join(room.slug)
+        await bob.join(room.slug)
+        get_heartbeat().discard(_socket_of("alice"))  # as if its process had died
+        frame = await _next_offline(bob, timeout=4 * TTL)
+        assert frame["offline"] == ["alice"]
+        assert await get_presence().online(room.id) == ["bob"]
+
+
+async def test_a_user_with_a_live_socket_left_is_not_announced_offline(
+    channel_backend, settings, user, other_user, room
+):
+    settings.PRESENCE_TTL = TTL
+    async with connect(user) as first_tab, connect(user) as second_tab:
+        await first_tab.join(room.slug)
+        (dead,) = [socket for socket in get_heartbeat().sockets if socket.rooms]
+        await second_tab.join(room.slug)
+        get_heartbeat().discard(dead)
+        async with connect(other_user) as bob:
+            await bob.join(room.slug)
+            heard = await _frames_within(bob, 3 * TTL)
+            assert not [frame for frame in heard if "alice" in frame.get("offline", [])]
+            assert await get_presence().online(room.id) == ["alice", "bob"]
+
+
+async def test_of_two_processes_sweeping_a_room_one_names_each_user(settings):
+    need_redis()
+    settings.PRESENCE_TTL = TTL
+    first, second = (
+        presence.RedisPresence(settings.REDIS_URL, settings.REDIS_PREFIX) for _ in "12"
+    )
+    await first.add(7, "alice", "a1")
+    await first.add(7, "alice", "a2")
+    await second.add(7, "bob", "b1")
+    for _ in range(2):  # bob's process lives on: alice's entries expire, the set does not
+        await asyncio.sleep(0.6 * TTL)
+        assert await second.refresh_many([([7], "bob", "b1")]) == []
+    sweeps = await asyncio.gather(first.sweep([7, 8]), second.sweep([7, 8]))
+    assert sorted(sweeps, key=len) == [{}, {7: ["alice"]}]
+    assert await first.online(7) == ["bob"]
+
+
+async def test_a_user_swept_while_their_process_stalled_is_announced_back(
+    channel_backend, settings, user, other_user, room
+):
+    """Another process swept the entries of a process that stalled past the
+    TTL: the room heard the user went offline, so it must hear them come back."""
+    settings.PRESENCE_TTL = 60  # no beat but the test's own
+    async with connect(other_user) as bob, connect(user) as alice:
+        await bob.join(room.slug)
+        await alice.join(room.slug)
+        assert (await bob.receive_type("presence"))["online"] == ["alice"]
+        await get_presence().remove(room.id, "alice", _socket_of("alice").socket_id)
+        await get_heartbeat().beat()
+        assert (await bob.receive_type("presence"))["online"] == ["alice"]
+        assert await get_presence().online(room.id) == ["alice", "bob"]
+
+
+async def test_an_entry_put_back_for_a_socket_that_left_meanwhile_is_removed_again(
+    settings, user, other_user, room, monkeypatch
+):
+    need_redis()
+    settings.PRESENCE_TTL = 60
+    execute = Pipeline.execute
+    left = []
+
+    async def swept_and_left_before_the_renewal(pipe, *args, **kwargs):
+        renewal = any(command[0][0] == "ZADD" for command in pipe.command_stack)
+        if renewal and not left:
+            left.append(True)
+            # The beat read the socket's rooms; then another process swept
+            # its entry, and the socket left the room, before the renewal
+            # reached Redis and put the entry back.
+            await get_presence().remove(room.id, "alice", _socket_of("alice").socket_id)
+            await alice.send({"type": "leave", "room": room.slug})
+            await alice.receive_type("left")
+        return await execute(pipe, *args, **kwargs)
+
+    async with connect(other_user) as bob, connect(user) as alice:
+        await bob.join(room.slug)
+        await alice.join(room.slug)
+        heartbeat = get_heartbeat()
+        heartbeat.discard(_socket_of("bob"))  # the beat renews alice's socket alone
+        monkeypatch.setattr(Pipeline, "execute", swept_and_left_before_the_renewal)
+        await heartbeat.beat()
+        monkeypatch.setattr(Pipeline, "execute", execute)
+        assert left
+        assert await get_presence().online(room.id) == ["bob"]
