@@ -80,7 +80,7 @@ def room_export(*, room: Room, out: TextIO) -> ExportCounts:
     # transaction PostgreSQL streams through a plain server-side cursor rather
     # than materialising the result for a WITH HOLD one.
     members = room.memberships.order_by("id").values_list(
-        "user__username", "role", "joined_at", "muted_until", "is_banned"
+        "user__username", "role", "joined_at", "muted_until", "is_banned", "ban_authority"
     )
     messages = (
         Message.objects.filter(room=room)
@@ -96,7 +96,7 @@ def room_export(*, room: Room, out: TextIO) -> ExportCounts:
         )
     )
     with transaction.atomic():
-        for username, role, joined_at, muted_until, is_banned in members.iterator(
+        for username, role, joined_at, muted_until, is_banned, ban_authority in members.iterator(
             chunk_size=BATCH_SIZE
         ):
             member = {
@@ -106,6 +106,7 @@ def room_export(*, room: Room, out: TextIO) -> ExportCounts:
                 "joined_at": time_text(joined_at),
                 "muted_until": time_text(muted_until),
                 "is_banned": is_banned,
+                "ban_authority": ban_authority or None,
             }
             out.write(line_text(member))
             counts.members += 1
@@ -254,6 +255,7 @@ class _Importer:
                 joined_at=record["joined_at"],
                 muted_until=record["muted_until"],
                 is_banned=record["is_banned"],
+                ban_authority=record["ban_authority"] or "",
             )
             new.append(membership)
         Membership.objects.bulk_create(new)

@@ -48,6 +48,9 @@ class Membership(models.Model):
     muted_until = models.DateTimeField(null=True, blank=True)
     # A banned user keeps this row, so that they cannot simply join again.
     is_banned = models.BooleanField(default=False)
+    # Who banned them: "moderator", "owner" or "staff" (chat.roles.AUTHORITIES);
+    # only as much authority lifts the ban. Empty when not banned.
+    ban_authority = models.CharField(max_length=20, blank=True, default="")
 
     class Meta:
         constraints = [

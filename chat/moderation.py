@@ -15,7 +15,16 @@ from chat import events, protocol, selectors
 from chat.audit import Action, audit_record
 from chat.exceptions import Forbidden, NotAMember
 from chat.models import Membership, Message, Room
-from chat.roles import OWNER, Role, is_staff, require_moderator, require_role
+from chat.roles import (
+    OWNER,
+    STAFF,
+    Role,
+    authority,
+    is_staff,
+    require_authority,
+    require_moderator,
+    require_role,
+)
 
 # --- rooms ------------------------------------------------------------------------------
 
@@ -141,8 +150,9 @@ def member_ban(
     # A ban may come first, in any room: a banned row gives no access.
     membership = _target_membership(actor, room, user, create=True)
     membership.is_banned = True
+    membership.ban_authority = authority(actor, room)
     membership.role = Role.MEMBER
-    membership.save(update_fields=["is_banned", "role"])
+    membership.save(update_fields=["is_banned", "ban_authority", "role"])
     audit_record(actor=actor, action=Action.MEMBER_BAN, room=room, target_user=user, reason=reason)
     slug, why = room.slug, reason or "banned"
     transaction.on_commit(
@@ -155,14 +165,32 @@ def member_ban(
 def member_unban(
     *, actor: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
 ) -> None:
+    """Lift `user`'s ban in `room`: it takes the authority the ban was made
+    with (a ban demotes an owner to member, so a moderator would otherwise
+    lift staff's ban of the owner)."""
     require_moderator(actor, room)
-    updated = Membership.objects.filter(room=room, user=user, is_banned=True).update(
-        is_banned=False
+    membership = (
+        Membership.objects.select_for_update().filter(room=room, user=user, is_banned=True).first()
     )
-    if updated:
-        audit_record(
-            actor=actor, action=Action.MEMBER_UNBAN, room=room, target_user=user, reason=reason
+    if membership is None:
+        return
+    if membership.ban_authority:
+        require_authority(
+            actor, room, membership.ban_authority, _LIFT_DETAIL[membership.ban_authority]
         )
+    membership.is_banned = False
+    membership.ban_authority = ""
+    membership.save(update_fields=["is_banned", "ban_authority"])
+    audit_record(
+        actor=actor, action=Action.MEMBER_UNBAN, room=room, target_user=user, reason=reason
+    )
+
+
+_LIFT_DETAIL = {
+    Role.MODERATOR: "Only the room's owner or moderators may lift this ban.",
+    Role.OWNER: "Only the room's owner or staff may lift a ban the owner made.",
+    STAFF: "Only staff may lift a ban staff made.",
+}
 
 
 def _target_membership(

@@ -10,6 +10,10 @@ from chat.selectors import membership_role
 Role = Membership.Role
 MANAGERS = frozenset({Role.OWNER, Role.MODERATOR})
 OWNER = frozenset({Role.OWNER})
+STAFF = "staff"
+# The authority a ban is made with, lowest first: lifting it takes as much,
+# so that a room's moderator does not undo staff's ban, nor the owner's.
+AUTHORITIES = (Role.MODERATOR, Role.OWNER, STAFF)
 
 
 def is_staff(user: AbstractBaseUser) -> bool:
@@ -26,6 +30,21 @@ def require_role(user: AbstractBaseUser, room: Room, roles: frozenset[str], deta
 
 def require_moderator(user: AbstractBaseUser, room: Room) -> None:
     require_role(user, room, MANAGERS, "Only the room's owner or moderators may do this.")
+
+
+def authority(user: AbstractBaseUser, room: Room) -> str | None:
+    """`user`'s authority in `room` (one of AUTHORITIES), None for a plain member."""
+    if is_staff(user):
+        return STAFF
+    role = membership_role(user=user, room=room)
+    return role if role in MANAGERS else None
+
+
+def require_authority(user: AbstractBaseUser, room: Room, needed: str, detail: str) -> None:
+    """Raise Forbidden unless `user` has at least the authority `needed` in `room`."""
+    held = authority(user, room)
+    if held is None or AUTHORITIES.index(held) < AUTHORITIES.index(needed):
+        raise Forbidden(detail)
 
 
 def rooms_moderated_by(user: AbstractBaseUser) -> QuerySet[Room]:

@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_datetime
 
 from chat.models import CLIENT_ID_MAX_LENGTH, Membership
 from chat.protocol import utc_text
+from chat.roles import AUTHORITIES
 
 FORMAT = 1
 
@@ -83,6 +84,12 @@ def _parse_time(value: Any) -> datetime:
     return moment
 
 
+def _parse_authority(value: Any) -> str:
+    if value not in AUTHORITIES:
+        raise ValueError(f"expected one of {', '.join(AUTHORITIES)}")
+    return value
+
+
 def _optional(parse):
     return lambda value: None if value is None else parse(value)
 
@@ -105,6 +112,7 @@ FIELDS = {
         "joined_at": _parse_time,
         "muted_until": _optional(_parse_time),
         "is_banned": _parse_bool,
+        "ban_authority": _optional(_parse_authority),
     },
     "message": {
         "id": _parse_id,
@@ -116,6 +124,9 @@ FIELDS = {
         "hidden_by": _optional(_parse_name),
     },
 }
+
+# Fields added within format 1, and their value in a file written before them.
+ADDED_LATER = {"member": {"ban_authority": None}}
 
 
 def _record(number: int, text: str) -> dict[str, Any]:
@@ -134,6 +145,9 @@ def _record(number: int, text: str) -> dict[str, Any]:
         )
     record = {"kind": raw["kind"]}
     for name, parse in FIELDS[raw["kind"]].items():
+        if name not in raw and name in ADDED_LATER.get(raw["kind"], {}):
+            record[name] = ADDED_LATER[raw["kind"]][name]
+            continue
         if name not in raw:
             raise RoomFileError(f"Line {number}: {raw['kind']} has no {name!r}.")
         try:

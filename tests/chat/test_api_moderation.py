@@ -147,3 +147,14 @@ def test_muting_an_outsider_of_a_private_room_does_not_let_them_in(user, other_u
     banned = api_client(user).post("/api/rooms/club/members/bob/ban/", {}, format="json")
     assert banned.status_code == 200
     assert api_client(other_user).get("/api/rooms/club/messages/").status_code == 404
+
+
+def test_a_moderator_lifting_the_owners_ban_is_403(mod, member, room):
+    owner = make_user("owner")
+    make_member(owner, room, role="owner")
+    api_client(owner).post(f"/api/rooms/{room.slug}/members/alice/ban/", {}, format="json")
+    lifted = mod.delete(f"/api/rooms/{room.slug}/members/alice/ban/")
+    assert (lifted.status_code, lifted.json()["code"]) == (403, "forbidden")
+    assert "owner or staff" in lifted.json()["detail"]
+    banned = api_client(owner).get(f"/api/rooms/{room.slug}/members/")
+    assert [m["is_banned"] for m in banned.json()["results"] if m["username"] == "alice"] == [True]

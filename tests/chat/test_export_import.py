@@ -23,14 +23,14 @@ T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 @pytest.fixture
 def lobby(room, user, other_user):
-    """alice owns it, bob is muted, carol banned; four messages at known times,
+    """alice owns it, bob is muted, carol banned by the owner; four messages at known times,
     one sent with a client_id, one hidden by alice."""
     make_member(user, room, role=Role.OWNER)
     bob = make_member(other_user, room)
     bob.muted_until = T0 + timedelta(days=30)
     bob.save()
     carol = make_user("carol")
-    Membership.objects.create(user=carol, room=room, is_banned=True)
+    Membership.objects.create(user=carol, room=room, is_banned=True, ban_authority=Role.OWNER)
     make_messages(room, user, 2)
     Message.objects.create(room=room, user=other_user, body="sent with an id", client_id="c-1")
     Message.objects.create(room=room, user=carol, body="rude", hidden_at=T0, hidden_by=user)
@@ -63,7 +63,7 @@ def history(slug: str) -> list[tuple]:
 def members(slug: str) -> set[tuple]:
     return set(
         Membership.objects.filter(room__slug=slug).values_list(
-            "user__username", "role", "joined_at", "muted_until", "is_banned"
+            "user__username", "role", "joined_at", "muted_until", "is_banned", "ban_authority"
         )
     )
 
@@ -107,6 +107,7 @@ def test_export_writes_header_members_then_messages_in_id_order(lobby, tmp_path)
     ]
     assert lines[2]["muted_until"] == "2024-03-31T12:00:00.123456Z"
     assert lines[3]["is_banned"] is True
+    assert (lines[1]["ban_authority"], lines[3]["ban_authority"]) == (None, "owner")
     messages = lines[4:]
     assert [message["kind"] for message in messages] == ["message"] * 4
     assert [message["id"] for message in messages] == sorted(m["id"] for m in messages)
@@ -298,6 +299,16 @@ def test_a_second_copy_in_one_database_is_refused(lobby, tmp_path):
     assert not Message.objects.filter(room__slug="copy-two").exists()
 
 
+def test_a_file_written_before_ban_authority_imports_its_bans_as_a_moderators(db, tmp_path):
+    written_before = {k: v for k, v in MEMBER.items() if k != "ban_authority"}
+    path = tmp_path / "old.jsonl"
+    path.write_text(lines(HEADER, written_before))
+
+    import_room(path)
+
+    assert members("moved") == {("zed", "member", T0.replace(microsecond=0), None, True, "")}
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 HEADER = {
@@ -322,6 +333,16 @@ MESSAGE = {
     "hidden_by": None,
 }
 
+MEMBER = {
+    "kind": "member",
+    "username": "zed",
+    "role": "member",
+    "joined_at": "2024-03-01T12:00:00Z",
+    "muted_until": None,
+    "is_banned": True,
+    "ban_authority": "staff",
+}
+
 
 def lines(*records: dict | str) -> str:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
@@ -344,6 +365,7 @@ def lines(*records: dict | str) -> str:
         (lines(HEADER, {**MESSAGE, "created": "2024-03-01T12:00:00"}), "with a time zone"),
         (lines({**HEADER, "slug": "a b"}), "'slug': expected a slug"),
         (lines(HEADER, {k: v for k, v in MESSAGE.items() if k != "user"}), "has no 'user'"),
+        (lines(HEADER, {**MEMBER, "ban_authority": "god"}), "'ban_authority': expected one of"),
         (lines(HEADER, MESSAGE, {**MESSAGE, "body": "again"}), "Line 3: message ids must"),
         (lines(HEADER, MESSAGE, "{truncated"), "Line 3 is not JSON"),
     ],

@@ -78,6 +78,55 @@ def test_banned_member_cannot_post_or_rejoin_until_unbanned(mod, member, room):
     assert services.room_join(user=member, room=room).is_banned is False
 
 
+@pytest.fixture
+def owner(room):
+    return make_member(make_user("owner"), room, role="owner").user
+
+
+@pytest.fixture
+def staff():
+    return make_user("root", is_staff=True)
+
+
+# Who bans, and whether each of the others may lift the ban.
+LIFTS = {
+    "mod": {"other_mod": True, "owner": True, "staff": True},
+    "owner": {"mod": False, "owner": True, "staff": True},
+    "staff": {"mod": False, "owner": False, "staff": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("banned_by", "lifted_by", "allowed"),
+    [(by, lifter, allowed) for by, lifters in LIFTS.items() for lifter, allowed in lifters.items()],
+)
+def test_a_ban_is_lifted_only_with_as_much_authority_as_made_it(
+    mod, owner, staff, member, room, banned_by, lifted_by, allowed
+):
+    other_mod = make_member(make_user("mod2"), room, role="moderator").user
+    people = {"mod": mod, "other_mod": other_mod, "owner": owner, "staff": staff}
+    moderation.member_ban(actor=people[banned_by], room=room, user=member)
+    if allowed:
+        moderation.member_unban(actor=people[lifted_by], room=room, user=member)
+        assert services.room_join(user=member, room=room).is_banned is False
+    else:
+        with pytest.raises(Forbidden):
+            moderation.member_unban(actor=people[lifted_by], room=room, user=member)
+        with pytest.raises(Banned):
+            services.room_join(user=member, room=room)
+
+
+def test_a_moderator_cannot_lift_staffs_ban_of_the_owner(mod, owner, staff, room):
+    """A ban makes the owner a plain member, whom a moderator may moderate:
+    the ban itself must remember that staff made it."""
+    moderation.member_ban(actor=staff, room=room, user=owner, reason="abuse")
+    with pytest.raises(Forbidden, match="Only staff"):
+        moderation.member_unban(actor=mod, room=room, user=owner)
+    moderation.member_unban(actor=staff, room=room, user=owner)
+    actions = list(AuditEntry.objects.order_by("id").values_list("action", "actor__username"))
+    assert actions == [("member_ban", "root"), ("member_unban", "root")]
+
+
 def test_a_passer_by_of_a_public_room_can_be_banned_before_joining(mod, other_user, room):
     moderation.member_ban(actor=mod, room=room, user=other_user)
     with pytest.raises(Banned):
