@@ -345,14 +345,16 @@ def _valid_posts(posts: list[dict]) -> list[int]:
 
 
 def _message_insert_each(posts: list[dict], indexes: list[int]) -> dict[int, Message | RateLimited]:
-    """The posts at `indexes` one by one: each takes its token, then is stored."""
+    """The posts at `indexes` one by one: each takes its token, then is stored.
+    A resend takes none: message_post answers it with the stored message."""
     decided: dict[int, Message | RateLimited] = {}
     for index in indexes:
         post = posts[index]
+        if _resent(post):
+            continue
         limited = send_rate_take(post["user"].pk)
         if limited is not None:
-            if not _resent(post):  # a resend is answered as stored, not refused
-                decided[index] = limited
+            decided[index] = limited
         else:
             try:
                 message = _message_insert(**post)

@@ -90,6 +90,20 @@ def test_a_resend_is_answered_as_stored_even_with_no_token_left(burst_of_three, 
     assert Message.objects.count() == 3
 
 
+def test_a_resend_takes_no_token(burst_of_three, user, room):
+    """On SQLite posts are stored one by one; on PostgreSQL in the round's statement."""
+    make_member(user, room)
+    first = {"user": user, "room": room, "body": "hi", "client_id": "c-1"}
+    insert_round([first])
+    assert _kinds(insert_round([first, first])) == ["NoneType", "NoneType"]  # message_post's
+    # The two tokens left go to new posts.
+    assert _kinds(insert_round(_posts(room, user, user, user))) == [
+        "Message",
+        "Message",
+        "RateLimited",
+    ]
+
+
 def test_a_resend_in_a_round_takes_no_token_and_fails_no_other_post(
     burst_of_three, user, other_user, room, monkeypatch
 ):
