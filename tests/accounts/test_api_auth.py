@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from accounts.services import UsernameTaken, user_sign_up
 from tests.concurrency import while_another_signs_up
 from tests.conftest import need_postgres
 from tests.factories import PASSWORD, make_user
@@ -71,6 +72,23 @@ def test_register_that_loses_the_race_for_its_name_is_400(api):
         "code": "invalid",
     }
     assert get_user_model().objects.filter(username="zed").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_register_that_loses_the_race_for_its_name_in_another_case_is_400(api):
+    need_postgres()
+    body = {"username": "ZED", "password": PASSWORD}
+    response = while_another_signs_up("zed", lambda: post(api, "/api/auth/register/", body))
+    assert response.status_code == 400
+    assert response.json()["username"] == ["A user with that username already exists."]
+    assert list(get_user_model().objects.values_list("username", flat=True)) == ["zed"]
+
+
+def test_the_database_refuses_a_name_that_differs_only_in_case(user):
+    """What decides a race that both sign-ups' checks passed."""
+    with pytest.raises(UsernameTaken):
+        user_sign_up(username="ALICE", password=PASSWORD)
+    assert get_user_model().objects.filter(username__iexact="alice").count() == 1
 
 
 def test_token_then_refresh(api, user):
