@@ -49,8 +49,9 @@ class Membership(models.Model):
     # A banned user keeps this row, so that they cannot simply join again.
     is_banned = models.BooleanField(default=False)
     # Who banned them: "moderator", "owner" or "staff" (chat.roles.AUTHORITIES);
-    # only as much authority lifts the ban. Empty when not banned.
-    ban_authority = models.CharField(max_length=20, blank=True, default="")
+    # only as much authority lifts the ban. Empty when not banned. A database
+    # default: the release before inserts memberships during a rolling upgrade.
+    ban_authority = models.CharField(max_length=20, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
