@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from chat import fanout, protocol
 from chat.batching import Batch
 from chat.layers import ORIGIN
+from chat.presence import get_presence
 from chat.sharedstate import per_loop
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ async def aroom_broadcast(room_id: int, frame: dict, *, exclude: str | None = No
     room_events = [_room_event(room_id, frame, exclude)]
     if frame["type"] == "message":
         # "bob joined" before "bob: hi", when both come from this process.
-        joins = _presence_due_now(room_id)
+        joins = _joins_due_now(room_id)
         if joins is not None:
             room_events.insert(0, joins)
     return (await _broadcast(room_id, room_events))[-1]
@@ -225,24 +226,45 @@ def _presence_due(room_id: int) -> None:
     task.add_done_callback(_background.discard)
 
 
-def _presence_due_now(room_id: int) -> dict | None:
-    """The room's pending joins and leaves as one event, taken; None if none."""
-    batch = _presence_batches.get(asyncio.get_running_loop(), {}).pop(room_id, None)
-    if batch is None:
-        return None
+def _presence_event(room_id: int, slug: str, users: dict[str, bool]) -> dict:
     frame = protocol.presence_frame(
-        room=batch.slug,
-        online=sorted(user for user, online in batch.users.items() if online),
-        offline=sorted(user for user, online in batch.users.items() if not online),
+        room=slug,
+        online=sorted(user for user, online in users.items() if online),
+        offline=sorted(user for user, online in users.items() if not online),
     )
     return _room_event(room_id, frame, None)
 
 
+def _joins_due_now(room_id: int) -> dict | None:
+    """The room's pending joins as one event, taken; None if none. Its
+    leaves wait for the tick, which checks them (apresence_flush)."""
+    batch = _presence_batches.get(asyncio.get_running_loop(), {}).get(room_id)
+    if batch is None or not any(batch.users.values()):
+        return None
+    joins = {user: online for user, online in batch.users.items() if online}
+    for user in joins:
+        del batch.users[user]
+    return _presence_event(room_id, batch.slug, joins)
+
+
 async def apresence_flush(room_id: int) -> None:
-    """Send the room's pending joins and leaves now, if it has any."""
-    event = _presence_due_now(room_id)
-    if event is not None:
-        await _broadcast(room_id, [event])
+    """Send the room's pending joins and leaves now, if it has any.
+
+    A leave whose user is online again by now is dropped: their new socket
+    may be another process's, whose join can reach the room before this
+    leave (each process sends its own after its own tick), and would be
+    undone by it.
+    """
+    batch = _presence_batches.get(asyncio.get_running_loop(), {}).pop(room_id, None)
+    if batch is None:
+        return
+    if not all(batch.users.values()):
+        back = set(await get_presence().online(room_id)) & set(batch.users)
+        for user in back:
+            if not batch.users[user]:
+                del batch.users[user]
+    if batch.users:
+        await _broadcast(room_id, [_presence_event(room_id, batch.slug, batch.users)])
 
 
 def presence_without(event: dict, user: str) -> dict | None:

@@ -5,6 +5,8 @@ from contextlib import AsyncExitStack
 import pytest
 from channels.db import database_sync_to_async
 
+from chat import events
+from chat.presence import get_presence
 from tests.factories import make_member, make_messages, make_room, make_user
 from tests.ws import connect
 
@@ -116,6 +118,23 @@ async def test_second_tab_does_not_announce_or_drop_the_user(
             # One of bob's two tabs closed: he is still online.
             await alice.assert_silent()
         assert (await alice.receive_type("presence"))["offline"] == ["bob"]
+
+
+async def test_a_leave_is_not_announced_once_the_user_is_back_through_another_process(
+    channel_backend, user, other_user, room
+):
+    """A quick reconnect through another process: this one announces the old
+    socket's leave after its tick, the other the new socket's join after its
+    own, in either order. A leave no longer true by its tick is dropped."""
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        async with connect(other_user) as bob:
+            await bob.join(room.slug)
+            assert (await alice.receive_type("presence"))["online"] == ["bob"]
+            await bob.send({"type": "leave", "room": room.slug})
+            await bob.receive_type("left")
+            await get_presence().add(room.id, "bob", "specific.another-process!1")
+        assert await alice.communicator.receive_nothing(timeout=5 * events.PRESENCE_TICK)
 
 
 async def test_leave_of_a_room_not_joined_is_an_error(channel_backend, user, room):
