@@ -65,7 +65,10 @@ class LocalPresence:
 
     async def remove(self, room_id: int, username: str, channel: str) -> bool:
         """Drop the socket; True when it was the user's last one in the room."""
-        self.rooms.get(room_id, {}).pop(_entry(username, channel), None)
+        entries = self.rooms.get(room_id, {})
+        entries.pop(_entry(username, channel), None)
+        if not entries:
+            self.rooms.pop(room_id, None)
         return _count(self._live(room_id), username) == 0
 
     async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
