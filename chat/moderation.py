@@ -16,6 +16,7 @@ from chat.audit import Action, audit_record
 from chat.exceptions import Forbidden, NotAMember
 from chat.models import Membership, Message, Room
 from chat.roles import (
+    AUTHORITIES,
     OWNER,
     STAFF,
     Role,
@@ -149,8 +150,13 @@ def member_ban(
     require_moderator(actor, room)
     # A ban may come first, in any room: a banned row gives no access.
     membership = _target_membership(actor, room, user, create=True)
+    held = authority(actor, room)
+    if membership.is_banned and membership.ban_authority:
+        # Banned again (a new reason) by less authority: the ban keeps the
+        # higher, or banning again would be a way to lift it.
+        held = max(held, membership.ban_authority, key=AUTHORITIES.index)
     membership.is_banned = True
-    membership.ban_authority = authority(actor, room)
+    membership.ban_authority = held
     membership.role = Role.MEMBER
     membership.save(update_fields=["is_banned", "ban_authority", "role"])
     audit_record(actor=actor, action=Action.MEMBER_BAN, room=room, target_user=user, reason=reason)

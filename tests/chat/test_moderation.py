@@ -127,6 +127,14 @@ def test_a_moderator_cannot_lift_staffs_ban_of_the_owner(mod, owner, staff, room
     assert actions == [("member_ban", "root"), ("member_unban", "root")]
 
 
+def test_banning_again_with_less_authority_does_not_lower_the_ban(mod, owner, member, room):
+    moderation.member_ban(actor=owner, room=room, user=member)
+    moderation.member_ban(actor=mod, room=room, user=member, reason="still rude")
+    with pytest.raises(Forbidden, match="owner or staff"):
+        moderation.member_unban(actor=mod, room=room, user=member)
+    moderation.member_unban(actor=owner, room=room, user=member)
+
+
 def test_a_passer_by_of_a_public_room_can_be_banned_before_joining(mod, other_user, room):
     moderation.member_ban(actor=mod, room=room, user=other_user)
     with pytest.raises(Banned):
