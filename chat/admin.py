@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.forms import AccountChangeForm
 from chat import moderation, services
 from chat.audit import REASON_MAX_LENGTH
 from chat.exceptions import ChatError
@@ -456,6 +457,7 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class ChatUserAdmin(RefusalsAsMessages, UserAdmin):
+    form = AccountChangeForm
     action_form = ReasonActionForm
     actions = ["deactivate", "reactivate"]
 

@@ -166,6 +166,23 @@ def test_accounts_are_deactivated_not_deleted(staff_client, user):
     assert "deactivate" in dict(actions.choices)
 
 
+def test_renaming_an_account_to_another_accounts_name_in_another_case_is_a_form_error(
+    staff_client, user
+):
+    bob = make_user("bob")
+    page = staff_client.get(f"/admin/auth/user/{bob.id}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() or "" for name in form.fields if name != "password"}
+    data.update({"username": "ALICE", "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"})
+    response = staff_client.post(f"/admin/auth/user/{bob.id}/change/", data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["username"] == [
+        "A user with that username already exists."
+    ]
+    bob.refresh_from_db()
+    assert bob.username == "bob"
+
+
 def test_a_save_the_rules_refuse_is_an_error_message_not_a_500(mod_client, room, user):
     """A moderator may not mute the room's owner: the change page says so."""
     owner = make_member(user, room, role="owner")
