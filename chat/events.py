@@ -203,6 +203,7 @@ PRESENCE_TICK = 0.1
 class _PresenceBatch:
     slug: str
     users: dict[str, bool] = field(default_factory=dict)  # user -> online now
+    changes: dict[str, int] = field(default_factory=dict)  # user -> changes so far
 
 
 # Per event loop (one per process in production; tests run several).
@@ -218,6 +219,7 @@ def presence_changed(*, room_id: int, room_slug: str, user: str, online: bool) -
         batch = batches[room_id] = _PresenceBatch(room_slug)
         loop.call_later(PRESENCE_TICK, _presence_due, room_id)
     batch.users[user] = online
+    batch.changes[user] = batch.changes.get(user, 0) + 1
 
 
 def _presence_due(room_id: int) -> None:
@@ -255,14 +257,21 @@ async def apresence_flush(room_id: int) -> None:
     leave (each process sends its own after its own tick), and would be
     undone by it.
     """
-    batch = _presence_batches.get(asyncio.get_running_loop(), {}).pop(room_id, None)
+    batches = _presence_batches.get(asyncio.get_running_loop(), {})
+    batch = batches.get(room_id)
     if batch is None:
         return
-    if not all(batch.users.values()):
-        back = set(await get_presence().online(room_id)) & set(batch.users)
+    leaves = {user: batch.changes[user] for user, online in batch.users.items() if not online}
+    if leaves:
+        # The batch stays while this waits, so that a message meanwhile
+        # still sends its joins first (_joins_due_now).
+        back = set(await get_presence().online(room_id)) & set(leaves)
+        if batches.get(room_id) is not batch:
+            return  # flushed meanwhile
         for user in back:
-            if not batch.users[user]:
+            if batch.changes[user] == leaves[user]:  # not changed again since
                 del batch.users[user]
+    del batches[room_id]
     if batch.users:
         await _broadcast(room_id, [_presence_event(room_id, batch.slug, batch.users)])
 

@@ -1,5 +1,6 @@
 """Joining and leaving rooms on the socket: history, catch-up, presence."""
 
+import asyncio
 from contextlib import AsyncExitStack
 
 import pytest
@@ -189,3 +190,35 @@ async def test_a_users_arrival_comes_before_their_first_message(
         await bob.post(room.slug, "hi, just got here", "b-1")
         assert (await alice.receive_type("presence"))["online"] == ["bob"]
         assert (await alice.receive_type("message"))["body"] == "hi, just got here"
+
+
+async def test_a_message_sent_while_the_tick_checks_its_leaves_still_follows_its_senders_join(
+    channel_backend, user, other_user, room, monkeypatch
+):
+    store = get_presence()
+    asked, release = asyncio.Event(), asyncio.Event()
+    online = store.online
+
+    async def online_once_released(room_id):
+        asked.set()
+        await release.wait()
+        return await online(room_id)
+
+    async with connect(user) as alice:
+        await alice.join(room.slug)
+        monkeypatch.setattr(store, "online", online_once_released)
+        async with connect(other_user) as bob:
+            await bob.join(room.slug)
+            # A leave in the same tick as bob's join: the tick checks it.
+            events.presence_changed(
+                room_id=room.id, room_slug=room.slug, user="ghost", online=False
+            )
+            await asyncio.wait_for(asked.wait(), 5)
+            await bob.post(room.slug, "hi, just got here", "b-1")
+            await bob.receive_type("message")
+            release.set()
+            receive = alice.communicator.receive_json_from
+            first, second = await receive(), await receive()
+            assert (first["type"], first["online"]) == ("presence", ["bob"])
+            assert (second["type"], second["body"]) == ("message", "hi, just got here")
+            assert (await alice.receive_type("presence"))["offline"] == ["ghost"]
