@@ -11,8 +11,8 @@ socket; docs/performance.md).
 A beat also sweeps the expired presence entries of the rooms its sockets are
 in, so that their members hear that users whose process died (or was stopped:
 a cancelled consumer never runs `disconnect`) went offline, within
-PRESENCE_TTL and a beat. Entries that a stalled process finds swept are put
-back, and their users announced online again.
+PRESENCE_TTL and two beats. Entries that a stalled process finds swept are
+put back, and their users announced online again.
 """
 
 import asyncio
@@ -82,27 +82,36 @@ class Heartbeat:
             live = [socket for socket in chunk if socket in self.sockets]
             await seats.renew_many([(socket.user_id, socket.socket_id) for socket in live])
             live = [socket for socket in live if socket in self.sockets]
-            back = await presence.refresh_many(
+            missing = await presence.refresh_many(
                 [(_room_ids(socket), socket.username, socket.socket_id) for socket in live]
             )
-            if back:
-                await self._announce_back(back, {socket.socket_id: socket for socket in live})
+            if missing:
+                await self._put_back(missing, {socket.socket_id: socket for socket in live})
         await self.sweep()
 
-    async def _announce_back(self, entries: list[Entry], sockets: dict[str, Socket]) -> None:
-        """Announce the users whose entries a refresh put back; remove again
-        those of sockets that left the room while it was under way."""
-        stale = []
+    def _in_room(self, socket: Socket, room_id: int) -> Room | None:
+        """The room, if the socket is still open here and in it."""
+        return _room(socket, room_id) if socket in self.sockets else None
+
+    async def _put_back(self, entries: list[Entry], sockets: dict[str, Socket]) -> None:
+        """Add again the entries a renewal found gone, of the sockets still in
+        their room (one left meanwhile must not be shown online again), and
+        announce the users the room lost with them."""
+        presence = get_presence()
         for room_id, username, socket_id in entries:
-            room = _room(sockets[socket_id], room_id)
-            if room is None or sockets[socket_id] not in self.sockets:
-                stale.append((room_id, username, socket_id))
-            else:
+            socket = sockets[socket_id]
+            room = self._in_room(socket, room_id)
+            if room is None:
+                continue
+            joined = await presence.add(room_id, username, socket_id)
+            if self._in_room(socket, room_id) is None:
+                # It left during the add, whose entry may have landed after
+                # the leave's removal.
+                await presence.remove(room_id, username, socket_id)
+            elif joined.first:
                 events.presence_changed(
                     room_id=room_id, room_slug=room.slug, user=username, online=True
                 )
-        if stale:
-            await get_presence().remove_many(stale)
 
     async def sweep(self) -> None:
         """Announce offline the users whose entries all expired, in the rooms

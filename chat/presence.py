@@ -6,9 +6,9 @@ announce them twice, and closing one of two tabs does not make them vanish.
 Each process refreshes its sockets' entries (chat.heartbeat), so the entries
 of a process that died without cleaning up expire after PRESENCE_TTL. Expired
 entries stay until a living process with sockets in the room sweeps them
-(its heartbeat): the sweep removes them and names the users who have no entry
-left, so that the room hears they went offline. One process removes each
-entry, so one announces it.
+(its heartbeat, a beat's interval after they expired): the sweep removes them
+and names the users who have no entry left, so that the room hears they went
+offline. One process removes each entry, so one announces it.
 
 With REDIS_URL set the entries live in Redis (a sorted set per room, scored by
 expiry) so that every process sees the same list. Without it the whole app is
@@ -73,25 +73,22 @@ class LocalPresence:
 
     async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
         expires = time.monotonic() + settings.PRESENCE_TTL
-        added = []
+        missing = []
         for room_ids, username, channel in sockets:
             for room_id in room_ids:
-                entries = self.rooms.setdefault(room_id, {})
+                entries = self.rooms.get(room_id, {})
                 entry = _entry(username, channel)
-                if entry not in entries:
-                    added.append((room_id, username, channel))
-                entries[entry] = expires
-        return added
-
-    async def remove_many(self, entries: list[Entry]) -> None:
-        for room_id, username, channel in entries:
-            self.rooms.get(room_id, {}).pop(_entry(username, channel), None)
+                if entry in entries:
+                    entries[entry] = expires
+                else:
+                    missing.append((room_id, username, channel))
+        return missing
 
     async def sweep(self, room_ids: list[int]) -> dict[int, list[str]]:
-        now, gone = time.monotonic(), {}
+        before, gone = _swept_before(time.monotonic()), {}
         for room_id in room_ids:
             entries = self.rooms.get(room_id, {})
-            expired = [entry for entry, expires in entries.items() if expires <= now]
+            expired = [entry for entry, expires in entries.items() if expires <= before]
             for entry in expired:
                 del entries[entry]
             if not entries:
@@ -104,12 +101,19 @@ class LocalPresence:
         return _users(self._live(room_id))
 
 
+def _swept_before(now: float) -> float:
+    """What a sweep at `now` takes: entries expired a beat's interval ago, so
+    that a process a little late with its beat (or with a clock a little
+    behind the sweeper's) is not announced offline, then back."""
+    return now - settings.PRESENCE_TTL / 3
+
+
 # Entries renewed per pipeline, and rooms swept per script call: packed and
 # parsed on the event loop at once; between them the loop serves the sockets.
 REFRESH_BATCH = 100
 
-# KEYS: rooms' presence sets; ARGV: now, SEPARATOR. Removes the expired
-# entries and returns {i, user, ...}: each user of room KEYS[i] whose entries
+# KEYS: rooms' presence sets; ARGV: a moment, SEPARATOR. Removes the entries
+# expired by then and returns {i, user, ...}: each user of room KEYS[i] whose entries
 # all expired. Atomic, so that of several processes sweeping a room, one
 # names each user.
 SWEEP_SCRIPT = """
@@ -183,38 +187,32 @@ class RedisPresence:
     async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
         """Renew each (room ids, username, channel) socket's entries, a pipelined
         round trip per REFRESH_BATCH entries. Returns the entries that were
-        gone (swept while their process was stalled, or Redis restarted)."""
+        gone (swept while their process was stalled, or Redis restarted): a
+        renewal never puts one back, as the socket may have left its room
+        since its rooms were read (chat.heartbeat decides)."""
         expires = time.time() + settings.PRESENCE_TTL
         entries = [
             (room_id, username, channel)
             for room_ids, username, channel in sockets
             for room_id in room_ids
         ]
-        added = []
+        missing = []
         for start in range(0, len(entries), REFRESH_BATCH):
             batch = entries[start : start + REFRESH_BATCH]
             try:
                 async with self._client().pipeline(transaction=False) as pipe:
                     for room_id, username, channel in batch:
                         key = self._key(room_id)
-                        pipe.zadd(key, {_entry(username, channel): expires})
+                        # XX: only an entry that is there; CH: say whether it was.
+                        pipe.zadd(key, {_entry(username, channel): expires}, xx=True, ch=True)
                         pipe.expire(key, settings.PRESENCE_TTL)
                     results = await pipe.execute()
             except RedisError:
                 # A missed refresh only risks an early expiry; the next one retries.
                 logger.warning("presence refresh failed", exc_info=True)
                 continue
-            added += [entry for entry, new in zip(batch, results[::2], strict=True) if new]
-        return added
-
-    async def remove_many(self, entries: list[Entry]) -> None:
-        try:
-            async with self._client().pipeline(transaction=False) as pipe:
-                for room_id, username, channel in entries:
-                    pipe.zrem(self._key(room_id), _entry(username, channel))
-                await pipe.execute()
-        except RedisError:
-            logger.warning("presence unavailable; the entries expire", exc_info=True)
+            missing += [entry for entry, had in zip(batch, results[::2], strict=True) if not had]
+        return missing
 
     async def sweep(self, room_ids: list[int]) -> dict[int, list[str]]:
         """Remove the rooms' expired entries; {room id: users with none left}."""
@@ -224,7 +222,8 @@ class RedisPresence:
             batch = room_ids[start : start + REFRESH_BATCH]
             try:
                 named = await script(
-                    keys=[self._key(i) for i in batch], args=[time.time(), SEPARATOR]
+                    keys=[self._key(i) for i in batch],
+                    args=[_swept_before(time.time()), SEPARATOR],
                 )
             except RedisError:
                 logger.warning("presence sweep failed", exc_info=True)
