@@ -351,8 +351,25 @@ class MembershipAdmin(RoomScopedAdmin):
     list_filter = ["role", "is_banned", ROOM_FILTER]
     search_fields = ["user__username", "room__name", "room__slug"]
     list_select_related = ["user", "room"]
-    fields = ["user", "room", "role", "joined_at", "muted_until", "is_banned", "ban_authority"]
-    readonly_fields = ["user", "room", "role", "joined_at", "is_banned", "ban_authority"]
+    fields = [
+        "user",
+        "room",
+        "role",
+        "joined_at",
+        "muted_until",
+        "mute_authority",
+        "is_banned",
+        "ban_authority",
+    ]
+    readonly_fields = [
+        "user",
+        "room",
+        "role",
+        "joined_at",
+        "mute_authority",
+        "is_banned",
+        "ban_authority",
+    ]
     actions = ["mute_hour", "mute_day", "unmute", "ban", "unban"]
 
     def save_model(self, request: HttpRequest, obj: Membership, form, change: bool) -> None:

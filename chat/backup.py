@@ -80,7 +80,13 @@ def room_export(*, room: Room, out: TextIO) -> ExportCounts:
     # transaction PostgreSQL streams through a plain server-side cursor rather
     # than materialising the result for a WITH HOLD one.
     members = room.memberships.order_by("id").values_list(
-        "user__username", "role", "joined_at", "muted_until", "is_banned", "ban_authority"
+        "user__username",
+        "role",
+        "joined_at",
+        "muted_until",
+        "mute_authority",
+        "is_banned",
+        "ban_authority",
     )
     messages = (
         Message.objects.filter(room=room)
@@ -96,17 +102,18 @@ def room_export(*, room: Room, out: TextIO) -> ExportCounts:
         )
     )
     with transaction.atomic():
-        for username, role, joined_at, muted_until, is_banned, ban_authority in members.iterator(
+        for username, role, joined, muted_until, muted_by, banned, banned_by in members.iterator(
             chunk_size=BATCH_SIZE
         ):
             member = {
                 "kind": "member",
                 "username": username,
                 "role": role,
-                "joined_at": time_text(joined_at),
+                "joined_at": time_text(joined),
                 "muted_until": time_text(muted_until),
-                "is_banned": is_banned,
-                "ban_authority": ban_authority or None,
+                "mute_authority": muted_by or None,
+                "is_banned": banned,
+                "ban_authority": banned_by or None,
             }
             out.write(line_text(member))
             counts.members += 1
@@ -254,6 +261,7 @@ class _Importer:
                 role=self._role(record, user_id),
                 joined_at=record["joined_at"],
                 muted_until=record["muted_until"],
+                mute_authority=record["mute_authority"] or "",
                 is_banned=record["is_banned"],
                 ban_authority=record["ban_authority"] or "",
             )

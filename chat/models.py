@@ -46,6 +46,9 @@ class Membership(models.Model):
     role = models.CharField(max_length=20, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True)
     muted_until = models.DateTimeField(null=True, blank=True)
+    # Who set the running mute (as ban_authority below): only as much
+    # authority changes or lifts it.
+    mute_authority = models.CharField(max_length=20, blank=True, default="", db_default="")
     # A banned user keeps this row, so that they cannot simply join again.
     is_banned = models.BooleanField(default=False)
     # Who banned them: "moderator", "owner" or "staff" (chat.roles.AUTHORITIES);

@@ -134,8 +134,12 @@ def member_mute(
     require_moderator(actor, room)
     # A mute makes no member of a private room: a membership there is access.
     membership = _target_membership(actor, room, user, create=not room.is_private)
+    running = membership.muted_until is not None and membership.muted_until > timezone.now()
+    if running and membership.mute_authority:
+        _require_as_much(actor, room, membership.mute_authority, "change this mute")
     membership.muted_until = until
-    membership.save(update_fields=["muted_until"])
+    membership.mute_authority = authority(actor, room) if until is not None else ""
+    membership.save(update_fields=["muted_until", "mute_authority"])
     action = Action.MEMBER_MUTE if until is not None else Action.MEMBER_UNMUTE
     detail = {"until": until.isoformat()} if until is not None else {}
     audit_record(actor=actor, action=action, room=room, target_user=user, reason=reason, **detail)
@@ -181,9 +185,7 @@ def member_unban(
     if membership is None:
         return
     if membership.ban_authority:
-        require_authority(
-            actor, room, membership.ban_authority, _LIFT_DETAIL[membership.ban_authority]
-        )
+        _require_as_much(actor, room, membership.ban_authority, "lift this ban")
     membership.is_banned = False
     membership.ban_authority = ""
     membership.save(update_fields=["is_banned", "ban_authority"])
@@ -192,11 +194,18 @@ def member_unban(
     )
 
 
-_LIFT_DETAIL = {
-    Role.MODERATOR: "Only the room's owner or moderators may lift this ban.",
-    Role.OWNER: "Only the room's owner or staff may lift a ban the owner made.",
-    STAFF: "Only staff may lift a ban staff made.",
+# Who has at least each authority, for the refusals.
+_AS_MUCH = {
+    Role.MODERATOR: "the room's owner or moderators",
+    Role.OWNER: "the room's owner or staff",
+    STAFF: "staff",
 }
+
+
+def _require_as_much(actor: AbstractBaseUser, room: Room, needed: str, what: str) -> None:
+    """A ban or a running mute is changed only with the authority it was made
+    with: a moderator does not undo the owner's or staff's."""
+    require_authority(actor, room, needed, f"Only {_AS_MUCH[needed]} may {what}.")
 
 
 def _target_membership(

@@ -113,6 +113,7 @@ FIELDS = {
         "muted_until": _optional(_parse_time),
         "is_banned": _parse_bool,
         "ban_authority": _optional(_parse_authority),
+        "mute_authority": _optional(_parse_authority),
     },
     "message": {
         "id": _parse_id,
@@ -126,7 +127,7 @@ FIELDS = {
 }
 
 # Fields added within format 1, and their value in a file written before them.
-ADDED_LATER = {"member": {"ban_authority": None}}
+ADDED_LATER = {"member": {"ban_authority": None, "mute_authority": None}}
 
 
 def _record(number: int, text: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ def lobby(room, user, other_user):
     make_member(user, room, role=Role.OWNER)
     bob = make_member(other_user, room)
     bob.muted_until = T0 + timedelta(days=30)
+    bob.mute_authority = Role.OWNER
     bob.save()
     carol = make_user("carol")
     Membership.objects.create(user=carol, room=room, is_banned=True, ban_authority=Role.OWNER)
@@ -63,7 +64,13 @@ def history(slug: str) -> list[tuple]:
 def members(slug: str) -> set[tuple]:
     return set(
         Membership.objects.filter(room__slug=slug).values_list(
-            "user__username", "role", "joined_at", "muted_until", "is_banned", "ban_authority"
+            "user__username",
+            "role",
+            "joined_at",
+            "muted_until",
+            "mute_authority",
+            "is_banned",
+            "ban_authority",
         )
     )
 
@@ -106,6 +113,7 @@ def test_export_writes_header_members_then_messages_in_id_order(lobby, tmp_path)
         ("member", "carol"),
     ]
     assert lines[2]["muted_until"] == "2024-03-31T12:00:00.123456Z"
+    assert (lines[1]["mute_authority"], lines[2]["mute_authority"]) == (None, "owner")
     assert lines[3]["is_banned"] is True
     assert (lines[1]["ban_authority"], lines[3]["ban_authority"]) == (None, "owner")
     messages = lines[4:]
@@ -299,14 +307,15 @@ def test_a_second_copy_in_one_database_is_refused(lobby, tmp_path):
     assert not Message.objects.filter(room__slug="copy-two").exists()
 
 
-def test_a_file_written_before_ban_authority_imports_its_bans_as_a_moderators(db, tmp_path):
-    written_before = {k: v for k, v in MEMBER.items() if k != "ban_authority"}
+def test_a_file_written_before_the_authorities_imports_its_bans_as_a_moderators(db, tmp_path):
+    added_later = ("ban_authority", "mute_authority")
+    written_before = {k: v for k, v in MEMBER.items() if k not in added_later}
     path = tmp_path / "old.jsonl"
     path.write_text(lines(HEADER, written_before))
 
     import_room(path)
 
-    assert members("moved") == {("zed", "member", T0.replace(microsecond=0), None, True, "")}
+    assert members("moved") == {("zed", "member", T0.replace(microsecond=0), None, "", True, "")}
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -341,6 +350,7 @@ MEMBER = {
     "muted_until": None,
     "is_banned": True,
     "ban_authority": "staff",
+    "mute_authority": None,
 }
 
 

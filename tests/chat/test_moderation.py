@@ -116,6 +116,38 @@ def test_a_ban_is_lifted_only_with_as_much_authority_as_made_it(
             services.room_join(user=member, room=room)
 
 
+@pytest.mark.parametrize(
+    ("muted_by", "changed_by", "allowed"),
+    [(by, lifter, allowed) for by, lifters in LIFTS.items() for lifter, allowed in lifters.items()],
+)
+def test_a_running_mute_is_changed_only_with_as_much_authority_as_set_it(
+    mod, owner, staff, member, room, muted_by, changed_by, allowed
+):
+    other_mod = make_member(make_user("mod2"), room, role="moderator").user
+    people = {"mod": mod, "other_mod": other_mod, "owner": owner, "staff": staff}
+    until = timezone.now() + timedelta(hours=1)
+    moderation.member_mute(actor=people[muted_by], room=room, user=member, until=until)
+
+    def unmute():
+        return moderation.member_mute(actor=people[changed_by], room=room, user=member, until=None)
+
+    if allowed:
+        assert unmute().muted_until is None
+        assert post(member, room).body == "hi"
+    else:
+        with pytest.raises(Forbidden, match="may change this mute"):
+            unmute()
+        with pytest.raises(Muted):
+            post(member, room)
+
+
+def test_a_mute_that_has_ended_binds_nobody(mod, staff, member, room):
+    ended = timezone.now() - timedelta(minutes=1)
+    moderation.member_mute(actor=staff, room=room, user=member, until=ended)
+    until = timezone.now() + timedelta(minutes=5)
+    assert moderation.member_mute(actor=mod, room=room, user=member, until=until).muted_until
+
+
 def test_a_moderator_cannot_lift_staffs_ban_of_the_owner(mod, owner, staff, room):
     """A ban makes the owner a plain member, whom a moderator may moderate:
     the ban itself must remember that staff made it."""
