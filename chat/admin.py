@@ -351,25 +351,15 @@ class MembershipAdmin(RoomScopedAdmin):
     list_filter = ["role", "is_banned", ROOM_FILTER]
     search_fields = ["user__username", "room__name", "room__slug"]
     list_select_related = ["user", "room"]
+    # A mute and a ban each on a line with who made it.
     fields = [
-        "user",
-        "room",
-        "role",
-        "joined_at",
-        "muted_until",
-        "mute_authority",
-        "is_banned",
-        "ban_authority",
+        ("user", "room"),
+        ("role", "joined_at"),
+        ("muted_until", "mute_authority"),
+        ("is_banned", "ban_authority"),
     ]
-    readonly_fields = [
-        "user",
-        "room",
-        "role",
-        "joined_at",
-        "mute_authority",
-        "is_banned",
-        "ban_authority",
-    ]
+    # All but the mute's end, which goes through the service (save_model).
+    readonly_fields = [name for line in fields for name in line if name != "muted_until"]
     actions = ["mute_hour", "mute_day", "unmute", "ban", "unban"]
 
     def save_model(self, request: HttpRequest, obj: Membership, form, change: bool) -> None:

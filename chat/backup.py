@@ -39,6 +39,18 @@ class RoomImportError(Exception):
     again skips them)."""
 
 
+# A member line's values, in the order the export reads them.
+MEMBER_COLUMNS = (
+    "user__username",
+    "role",
+    "joined_at",
+    "muted_until",
+    "mute_authority",
+    "is_banned",
+    "ban_authority",
+)
+
+
 def _batches(records: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Runs of records of one kind, at most BATCH_SIZE long."""
     batch: list[dict[str, Any]] = []
@@ -79,15 +91,7 @@ def room_export(*, room: Room, out: TextIO) -> ExportCounts:
     # N+1), and a million messages cost no million model instances. Inside a
     # transaction PostgreSQL streams through a plain server-side cursor rather
     # than materialising the result for a WITH HOLD one.
-    members = room.memberships.order_by("id").values_list(
-        "user__username",
-        "role",
-        "joined_at",
-        "muted_until",
-        "mute_authority",
-        "is_banned",
-        "ban_authority",
-    )
+    members = room.memberships.order_by("id").values_list(*MEMBER_COLUMNS)
     messages = (
         Message.objects.filter(room=room)
         .order_by("id")

@@ -62,17 +62,7 @@ def history(slug: str) -> list[tuple]:
 
 
 def members(slug: str) -> set[tuple]:
-    return set(
-        Membership.objects.filter(room__slug=slug).values_list(
-            "user__username",
-            "role",
-            "joined_at",
-            "muted_until",
-            "mute_authority",
-            "is_banned",
-            "ban_authority",
-        )
-    )
+    return set(Membership.objects.filter(room__slug=slug).values_list(*backup.MEMBER_COLUMNS))
 
 
 def room_settings(slug: str) -> dict:

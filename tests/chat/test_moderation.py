@@ -96,15 +96,21 @@ LIFTS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("banned_by", "lifted_by", "allowed"),
-    [(by, lifter, allowed) for by, lifters in LIFTS.items() for lifter, allowed in lifters.items()],
-)
-def test_a_ban_is_lifted_only_with_as_much_authority_as_made_it(
-    mod, owner, staff, member, room, banned_by, lifted_by, allowed
-):
+LIFT_CASES = [
+    (by, lifter, allowed) for by, lifters in LIFTS.items() for lifter, allowed in lifters.items()
+]
+
+
+@pytest.fixture
+def people(mod, owner, staff, room):
     other_mod = make_member(make_user("mod2"), room, role="moderator").user
-    people = {"mod": mod, "other_mod": other_mod, "owner": owner, "staff": staff}
+    return {"mod": mod, "other_mod": other_mod, "owner": owner, "staff": staff}
+
+
+@pytest.mark.parametrize(("banned_by", "lifted_by", "allowed"), LIFT_CASES)
+def test_a_ban_is_lifted_only_with_as_much_authority_as_made_it(
+    people, member, room, banned_by, lifted_by, allowed
+):
     moderation.member_ban(actor=people[banned_by], room=room, user=member)
     if allowed:
         moderation.member_unban(actor=people[lifted_by], room=room, user=member)
@@ -116,15 +122,10 @@ def test_a_ban_is_lifted_only_with_as_much_authority_as_made_it(
             services.room_join(user=member, room=room)
 
 
-@pytest.mark.parametrize(
-    ("muted_by", "changed_by", "allowed"),
-    [(by, lifter, allowed) for by, lifters in LIFTS.items() for lifter, allowed in lifters.items()],
-)
+@pytest.mark.parametrize(("muted_by", "changed_by", "allowed"), LIFT_CASES)
 def test_a_running_mute_is_changed_only_with_as_much_authority_as_set_it(
-    mod, owner, staff, member, room, muted_by, changed_by, allowed
+    people, member, room, muted_by, changed_by, allowed
 ):
-    other_mod = make_member(make_user("mod2"), room, role="moderator").user
-    people = {"mod": mod, "other_mod": other_mod, "owner": owner, "staff": staff}
     until = timezone.now() + timedelta(hours=1)
     moderation.member_mute(actor=people[muted_by], room=room, user=member, until=until)
 
