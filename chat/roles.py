@@ -11,8 +11,8 @@ Role = Membership.Role
 MANAGERS = frozenset({Role.OWNER, Role.MODERATOR})
 OWNER = frozenset({Role.OWNER})
 STAFF = "staff"
-# The authority a ban is made with, lowest first: lifting it takes as much,
-# so that a room's moderator does not undo staff's ban, nor the owner's.
+# The authority a ban or a mute is made with, lowest first: undoing it takes
+# as much, so that a room's moderator does not undo staff's, nor the owner's.
 AUTHORITIES = (Role.MODERATOR, Role.OWNER, STAFF)
 
 
