@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q, Subquery
 from django.db.models.expressions import Combinable, DatabaseDefault
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 BODY_MAX_LENGTH = 4000
 CLIENT_ID_MAX_LENGTH = 100
@@ -63,6 +64,11 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.room} ({self.role})"
+
+    @property
+    def is_muted(self) -> bool:
+        """A mute runs now (one that has ended binds nobody)."""
+        return self.muted_until is not None and self.muted_until > timezone.now()
 
 
 class Message(models.Model):

@@ -134,8 +134,7 @@ def member_mute(
     require_moderator(actor, room)
     # A mute makes no member of a private room: a membership there is access.
     membership = _target_membership(actor, room, user, create=not room.is_private)
-    running = membership.muted_until is not None and membership.muted_until > timezone.now()
-    if running and membership.mute_authority:
+    if membership.is_muted and membership.mute_authority:
         _require_as_much(actor, room, membership.mute_authority, "change this mute")
     membership.muted_until = until
     membership.mute_authority = authority(actor, room) if until is not None else ""

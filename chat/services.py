@@ -204,7 +204,7 @@ def message_check_allowed(membership: Membership | None, user: AbstractBaseUser)
 
 def _mute_end(membership: Membership) -> str | None:
     """When a running mute ends, as the protocol writes times; None if none runs."""
-    if membership.muted_until is None or membership.muted_until <= timezone.now():
+    if not membership.is_muted:
         return None
     return protocol.utc_text(membership.muted_until)
 

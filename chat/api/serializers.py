@@ -40,13 +40,34 @@ class RoomUpdateSerializer(serializers.Serializer):
     is_private = serializers.BooleanField(required=False)
 
 
+class AuthorityField(serializers.CharField):
+    """Who made a ban or a mute, and so who may undo it; null for none."""
+
+    def to_representation(self, value: str) -> str | None:
+        return value or None
+
+
 class MemberSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
+    mute_authority = serializers.SerializerMethodField()
+    ban_authority = AuthorityField(read_only=True, allow_null=True)
 
     class Meta:
         model = Membership
-        fields = ["username", "role", "joined_at", "muted_until", "is_banned"]
+        fields = [
+            "username",
+            "role",
+            "joined_at",
+            "muted_until",
+            "mute_authority",
+            "is_banned",
+            "ban_authority",
+        ]
         read_only_fields = fields
+
+    def get_mute_authority(self, membership: Membership) -> str | None:
+        """Who set the running mute; null when none runs (an ended one binds nobody)."""
+        return (membership.mute_authority or None) if membership.is_muted else None
 
 
 class MemberAddSerializer(serializers.Serializer):

@@ -1,7 +1,11 @@
 """Room members over the REST API."""
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.utils import timezone
+
+from chat import moderation
 from chat.models import Membership
 from tests.api import api_client, path_of
 from tests.factories import make_member, make_room, make_user
@@ -103,3 +107,23 @@ def test_member_cannot_remove_others_and_nobody_removes_the_owner(user, other_us
 def test_removing_a_non_member_is_404(user, private_room):
     response = api_client(user).delete("/api/rooms/club/members/ghost/")
     assert response.status_code == 404
+
+
+def test_members_say_who_banned_or_muted_them(user, other_user, private_room):
+    """A client can tell which bans and mutes its user may undo."""
+    make_member(other_user, private_room)
+    carol = make_member(make_user("carol"), private_room).user
+    moderation.member_ban(actor=user, room=private_room, user=carol)
+    moderation.member_mute(
+        actor=user, room=private_room, user=other_user, until=timezone.now() + timedelta(hours=1)
+    )
+    api = api_client(user)
+    members = api.get("/api/rooms/club/members/").json()["results"]
+    assert [(m["username"], m["mute_authority"], m["ban_authority"]) for m in members] == [
+        ("alice", None, None),
+        ("bob", "owner", None),
+        ("carol", None, "owner"),
+    ]
+    Membership.objects.filter(user=other_user).update(muted_until=timezone.now())  # ended
+    members = api.get("/api/rooms/club/members/").json()["results"]
+    assert [m["mute_authority"] for m in members] == [None, None, None]
