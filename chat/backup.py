@@ -40,15 +40,7 @@ class RoomImportError(Exception):
 
 
 # A member line's values, in the order the export reads them.
-MEMBER_COLUMNS = (
-    "user__username",
-    "role",
-    "joined_at",
-    "muted_until",
-    "mute_authority",
-    "is_banned",
-    "ban_authority",
-)
+MEMBER_COLUMNS = ("user__username", *Membership.SHOWN)
 
 
 def _batches(records: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:

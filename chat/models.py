@@ -65,6 +65,10 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.room} ({self.role})"
 
+    # What a member is, besides who: the API's member and the room file's
+    # member line both show these, in this order.
+    SHOWN = ("role", "joined_at", "muted_until", "mute_authority", "is_banned", "ban_authority")
+
     @property
     def is_muted(self) -> bool:
         """A mute runs now (one that has ended binds nobody)."""

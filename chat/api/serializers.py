@@ -54,15 +54,7 @@ class MemberSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Membership
-        fields = [
-            "username",
-            "role",
-            "joined_at",
-            "muted_until",
-            "mute_authority",
-            "is_banned",
-            "ban_authority",
-        ]
+        fields = ["username", *Membership.SHOWN]
         read_only_fields = fields
 
     def get_mute_authority(self, membership: Membership) -> str | None:
