@@ -20,9 +20,8 @@ from chat.roles import (
     OWNER,
     STAFF,
     Role,
-    authority,
     is_staff,
-    require_authority,
+    outranks,
     require_moderator,
     require_role,
 )
@@ -131,13 +130,13 @@ def member_mute(
     reason: str = "",
 ) -> Membership:
     """Mute `user` in `room` until `until` (None unmutes). Their sends get `muted`."""
-    require_moderator(actor, room)
+    held = require_moderator(actor, room)
     # A mute makes no member of a private room: a membership there is access.
     membership = _target_membership(actor, room, user, create=not room.is_private)
     if membership.is_muted and membership.mute_authority:
-        _require_as_much(actor, room, membership.mute_authority, "change this mute")
+        _require_as_much(held, membership.mute_authority, "change this mute")
     membership.muted_until = until
-    membership.mute_authority = authority(actor, room) if until is not None else ""
+    membership.mute_authority = held if until is not None else ""
     membership.save(update_fields=["muted_until", "mute_authority"])
     action = Action.MEMBER_MUTE if until is not None else Action.MEMBER_UNMUTE
     detail = {"until": until.isoformat()} if until is not None else {}
@@ -150,10 +149,9 @@ def member_ban(
     *, actor: AbstractBaseUser, room: Room, user: AbstractBaseUser, reason: str = ""
 ) -> Membership:
     """Ban `user` from `room`: their sockets leave it now, and they cannot rejoin."""
-    require_moderator(actor, room)
+    held = require_moderator(actor, room)
     # A ban may come first, in any room: a banned row gives no access.
     membership = _target_membership(actor, room, user, create=True)
-    held = authority(actor, room)
     if membership.is_banned and membership.ban_authority:
         # Banned again (a new reason) by less authority: the ban keeps the
         # higher, or banning again would be a way to lift it.
@@ -177,14 +175,14 @@ def member_unban(
     """Lift `user`'s ban in `room`: it takes the authority the ban was made
     with (a ban demotes an owner to member, so a moderator would otherwise
     lift staff's ban of the owner)."""
-    require_moderator(actor, room)
+    held = require_moderator(actor, room)
     membership = (
         Membership.objects.select_for_update().filter(room=room, user=user, is_banned=True).first()
     )
     if membership is None:
         return
     if membership.ban_authority:
-        _require_as_much(actor, room, membership.ban_authority, "lift this ban")
+        _require_as_much(held, membership.ban_authority, "lift this ban")
     membership.is_banned = False
     membership.ban_authority = ""
     membership.save(update_fields=["is_banned", "ban_authority"])
@@ -201,10 +199,11 @@ _AS_MUCH = {
 }
 
 
-def _require_as_much(actor: AbstractBaseUser, room: Room, needed: str, what: str) -> None:
+def _require_as_much(held: str, needed: str, what: str) -> None:
     """A ban or a running mute is changed only with the authority it was made
-    with: a moderator does not undo the owner's or staff's."""
-    require_authority(actor, room, needed, f"Only {_AS_MUCH[needed]} may {what}.")
+    with (`held` is the actor's): a moderator does not undo the owner's or staff's."""
+    if not outranks(held, needed):
+        raise Forbidden(f"Only {_AS_MUCH[needed]} may {what}.")
 
 
 def _target_membership(

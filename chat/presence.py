@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 SEPARATOR = "\x1f"  # never in a Django username
 
 
-Sockets = tuple[list[int], str, str]  # a socket's room ids, username, channel
+SocketRooms = tuple[list[int], str, str]  # a socket's room ids, username, channel
 Entry = tuple[int, str, str]  # room id, username, channel
 
 
@@ -71,7 +71,7 @@ class LocalPresence:
             self.rooms.pop(room_id, None)
         return _count(self._live(room_id), username) == 0
 
-    async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
+    async def refresh_many(self, sockets: list[SocketRooms]) -> list[Entry]:
         expires = time.monotonic() + settings.PRESENCE_TTL
         missing = []
         for room_ids, username, channel in sockets:
@@ -184,7 +184,7 @@ class RedisPresence:
             return True
         return _count(entries, username) == 0
 
-    async def refresh_many(self, sockets: list[Sockets]) -> list[Entry]:
+    async def refresh_many(self, sockets: list[SocketRooms]) -> list[Entry]:
         """Renew each (room ids, username, channel) socket's entries, a pipelined
         round trip per REFRESH_BATCH entries. Returns the entries that were
         gone (swept while their process was stalled, or Redis restarted): a

@@ -28,23 +28,20 @@ def require_role(user: AbstractBaseUser, room: Room, roles: frozenset[str], deta
         raise Forbidden(detail)
 
 
-def require_moderator(user: AbstractBaseUser, room: Room) -> None:
-    require_role(user, room, MANAGERS, "Only the room's owner or moderators may do this.")
-
-
-def authority(user: AbstractBaseUser, room: Room) -> str | None:
-    """`user`'s authority in `room` (one of AUTHORITIES), None for a plain member."""
+def require_moderator(user: AbstractBaseUser, room: Room) -> str:
+    """Raise Forbidden unless `user` is staff or the room's owner or a
+    moderator; their authority there (one of AUTHORITIES)."""
     if is_staff(user):
         return STAFF
     role = membership_role(user=user, room=room)
-    return role if role in MANAGERS else None
+    if role not in MANAGERS:
+        raise Forbidden("Only the room's owner or moderators may do this.")
+    return role
 
 
-def require_authority(user: AbstractBaseUser, room: Room, needed: str, detail: str) -> None:
-    """Raise Forbidden unless `user` has at least the authority `needed` in `room`."""
-    held = authority(user, room)
-    if held is None or AUTHORITIES.index(held) < AUTHORITIES.index(needed):
-        raise Forbidden(detail)
+def outranks(held: str, needed: str) -> bool:
+    """`held` is at least the authority `needed`."""
+    return AUTHORITIES.index(held) >= AUTHORITIES.index(needed)
 
 
 def rooms_moderated_by(user: AbstractBaseUser) -> QuerySet[Room]:
