@@ -40,19 +40,30 @@ class Turn:
     def __init__(self, send_now) -> None:
         self.send_now = send_now
         self.waiting: dict = {}  # connection -> [bytes], in write order
-        self.scheduled: asyncio.AbstractEventLoop | None = None  # the loop to send on
+        self.scheduled: asyncio.AbstractEventLoop | None = None  # the loop send_all waits on
 
-    def add(self, connection, data: bytes, loop: asyncio.AbstractEventLoop) -> None:
+    def add(self, connection, data: bytes) -> bool:
+        """`data` for `connection` at the end of this turn; False if no event
+        loop runs to end it (the caller sends now)."""
+        loop = self.scheduled
+        # Once per turn, and again if the loop it was asked of no longer runs
+        # (tests run a loop each, and one may end before its turn does). Not
+        # per write: on Python 3.11 asking asyncio for the running loop is a
+        # getpid() system call (its check for a forked process), and the
+        # fan-out writes once per member: half of its time per socket.
+        if loop is None or not loop.is_running():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            self.scheduled = loop
+            loop.call_soon(self.send_all)
         chunks = self.waiting.get(connection)
         if chunks is None:
             self.waiting[connection] = [data]
         else:
             chunks.append(data)
-        # Once per turn; again if the loop it was asked of is not this one
-        # (tests run a loop each, and one may end before its turn does).
-        if self.scheduled is not loop:
-            self.scheduled = loop
-            loop.call_soon(self.send_all)
+        return True
 
     def send_all(self) -> None:
         self.scheduled = None
@@ -112,13 +123,9 @@ def install() -> bool:
     def write(self, data: bytes) -> None:
         waits = self in turn.waiting
         if type(data) is bytes and data and (waits or plain(self)):
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop to end a turn: now, after what waits
+            if not turn.add(self, data):  # no loop to end a turn: now, after what waits
                 turn.send(self)
                 send_now(self, data)
-                return
-            turn.add(self, data, loop)
             return
         if waits:
             turn.send(self)  # then Twisted's own (which refuses what is not bytes)

@@ -196,6 +196,30 @@ def test_the_writes_of_one_turn_go_out_in_one_send(installed, connection, monkey
     assert reactor.registrations == 0
 
 
+def test_a_turn_asks_for_the_running_loop_once_not_per_write(installed, connection, monkeypatch):
+    # On Python 3.11 each asyncio.get_running_loop() is a getpid() system
+    # call, and the fan-out writes once per member of a room.
+    transport, _reactor, peer = connection
+    asked = []
+    get_running_loop = asyncio.get_running_loop
+
+    def counted():
+        asked.append(1)
+        return get_running_loop()
+
+    async def one_turn():
+        with monkeypatch.context() as patched:
+            patched.setattr(twisted_writes.asyncio, "get_running_loop", counted)
+            for number in range(100):
+                transport.write(b"frame %d;" % number)
+            await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    assert len(asked) == 1
+    expected = b"".join(b"frame %d;" % number for number in range(100))
+    assert read(peer, len(expected)) == expected
+
+
 def test_each_turn_sends_its_own_writes(installed, connection, monkeypatch):
     transport, _reactor, peer = connection
     sends = sends_of(monkeypatch, transport)
