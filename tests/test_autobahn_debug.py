@@ -1,5 +1,6 @@
 """Daphne's WebSocket layer formats its debug text only when debugging (chatsite.autobahn_debug)."""
 
+import autobahn.twisted.websocket
 import autobahn.util
 import autobahn.websocket.protocol
 import pytest
@@ -20,6 +21,10 @@ def installed(monkeypatch):
     for name in ("pformat", "hltype", "hlval"):
         monkeypatch.setattr(
             autobahn.websocket.protocol, name, getattr(autobahn.websocket.protocol, name)
+        )
+    for name in ("hltype", "hlval"):
+        monkeypatch.setattr(
+            autobahn.twisted.websocket, name, getattr(autobahn.twisted.websocket, name)
         )
     assert autobahn_debug.install()
     return autobahn.websocket.protocol
@@ -46,6 +51,18 @@ def test_autobahn_colours_nothing_per_frame_when_debug_logging_is_off(
         installed.WebSocketProtocol.sendData
     )
     assert installed.hlval(1234) == 1234
+
+
+def test_autobahn_colours_nothing_per_read_when_debug_logging_is_off(installed, autobahn_log_level):
+    """Its Twisted adapter's dataReceived passes these to a debug line for
+    every read from a socket."""
+    autobahn_log_level("info")
+    adapter = autobahn.twisted.websocket
+    received = adapter.WebSocketAdapterProtocol.dataReceived
+    assert adapter.hltype(received) is received
+    assert adapter.hlval(1234) == 1234
+    autobahn_log_level("debug")
+    assert adapter.hltype(received) == autobahn.util.hltype(received)
 
 
 def test_autobahn_colours_its_debug_text_when_debugging(installed, autobahn_log_level):
