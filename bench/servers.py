@@ -143,11 +143,12 @@ def check_services() -> None:
         )
 
 
-def project_tree() -> Path:
-    """The tree to serve: this work tree, or with BENCH_PROJECT_REF=<commit> a
-    snapshot of that commit (`git archive`, extracted under bench/.snapshots/),
-    so that a long run measures one version while others edit the work tree."""
-    ref = os.environ.get("BENCH_PROJECT_REF", "")
+def project_tree(ref: str | None = None) -> Path:
+    """The tree to serve: this work tree, or with BENCH_PROJECT_REF=<commit>
+    (or `ref`) a snapshot of that commit (`git archive`, extracted under
+    bench/.snapshots/), so that a long run measures one version while others
+    edit the work tree."""
+    ref = ref or os.environ.get("BENCH_PROJECT_REF", "")
     if not ref:
         return ROOT
     sha = run_checked(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"]).strip()
