@@ -10,7 +10,7 @@ from functools import cache
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils import timezone
 from django.utils.text import slugify
@@ -441,10 +441,10 @@ def _inserted(
     row: tuple, *, user: AbstractBaseUser, room: Room, body: str, client_id: str | None, now
 ) -> Message:
     """The Message that _insert_sql or _insert_many_sql stored, from its (id, seq)."""
-    message = Message(id=row[0], seq=row[1], room=room, user=user, body=body, client_id=client_id)
-    message.created_at = now
-    message._state.adding, message._state.db = False, DEFAULT_DB_ALIAS
-    return message
+    id_, seq = row
+    return Message.stored(
+        room=room, user=user, id=id_, seq=seq, body=body, client_id=client_id, created_at=now
+    )
 
 
 def _message_insert_locked(

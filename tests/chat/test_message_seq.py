@@ -139,3 +139,21 @@ def _round_beside_another(posts: list[dict], *statements: str) -> list:
 
 def _post(user, room, body: str) -> dict:
     return {"user": user, "room": room, "body": body, "client_id": None}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rounds_message_is_the_one_read_back(user, room, django_assert_num_queries):
+    """The round builds each Message from what it knows (Message.stored), not
+    from a read: the same fields as the stored row, its room and author
+    attached, and saved (not adding) on the default database."""
+    need_postgres()
+    make_member(user, room)
+    (message,) = insert_round([_post(user, room, "hello") | {"client_id": "c-1"}])
+    stored = Message.objects.get(pk=message.pk)
+    fields = [field.attname for field in Message._meta.concrete_fields]
+    assert [getattr(message, name) for name in fields] == [getattr(stored, name) for name in fields]
+    assert (message.body, message.client_id, message.hidden_at) == ("hello", "c-1", None)
+    assert (message._state.adding, message._state.db) == (False, "default")
+    with django_assert_num_queries(0):
+        assert message.room is room
+        assert message.user is user
