@@ -17,7 +17,7 @@ ratio to the first, round by round:
 A target is `label=REF[+N] [NAME=VALUE...]`: REF a commit or `.` (the work
 tree), N its processes (default 1), NAME=VALUE its environment (PYTHON: the
 interpreter, default the project's .venv). The results go to
-bench/results/<date>-ab-<scenario>-<labels>.md and .jsonl. Takes the bench's
+bench/results/<date>-<commit>-ab-<scenario>-<labels>.md and .jsonl. Takes the bench's
 lock: never beside `make bench`, nor beside tests (they share the database,
 Redis and the two cores).
 
@@ -100,7 +100,9 @@ def main() -> None:
     cfg = run.Config()
     cfg.fixed_duration = args.duration
     today = datetime.date.today().isoformat()
-    stem = f"{today}-ab-{args.scenario}-" + "-".join(t.label for t in targets)
+    # Named for the work tree's commit too, as run.py's results (`-wip` if changed).
+    labels = "-".join(t.label for t in targets)
+    stem = f"{today}-{servers.project_commit()}-ab-{args.scenario}-{labels}"
     bench = run.Bench(cfg, stem)
     RESULTS.mkdir(parents=True, exist_ok=True)
     bench.jsonl.write_text("")
