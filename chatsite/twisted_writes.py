@@ -50,7 +50,7 @@ class Turn:
         # (tests run a loop each, and one may end before its turn does). Not
         # per write: on Python 3.11 asking asyncio for the running loop is a
         # getpid() system call (its check for a forked process), and the
-        # fan-out writes once per member: half of its time per socket.
+        # fan-out writes once per member of a room (docs/performance.md).
         if loop is None or not loop.is_running():
             try:
                 loop = asyncio.get_running_loop()
