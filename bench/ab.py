@@ -67,18 +67,12 @@ def start(target: Target, env: dict) -> dict:
     tree = servers.project_tree(None if target.ref == "." else target.ref)
     started = []
     for number in range(target.processes):
-        server = servers.daphne(f"ab-{target.label}{number}", env)
+        server = servers.daphne(f"ab-{target.label}{number}", env, tree)
         extra = dict(target.env)
         python = extra.pop("PYTHON", None)
         if python:
             server.cmd[0] = python
-        server.cwd = tree
-        server.env = dict(
-            server.env,
-            PYTHONPATH=os.pathsep.join(dict.fromkeys([str(tree), str(servers.ROOT)])),
-            BENCH_PROJECT_DIR=str(tree),
-            **extra,
-        )
+        server.env.update(extra)
         server.start()
         started.append(server)
     return {"urls": [s.url for s in started], "servers": started}

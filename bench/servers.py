@@ -205,13 +205,20 @@ def project_env() -> dict:
             "REDIS_PREFIX": "bench",
             # Production settings with a cheap password hash (see bench/settings.py).
             "DJANGO_SETTINGS_MODULE": "bench.settings",
-            # The project first; `bench` (a namespace package) from either tree.
-            "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(PROJECT), str(ROOT)])),
-            "BENCH_PROJECT_DIR": str(PROJECT),
+            **tree_paths(PROJECT),
         }
     )
     env.update(SERVER_EXTRA_ENV)
     return env
+
+
+def tree_paths(tree: Path) -> dict:
+    """Where a server's Python finds the code of `tree`: the project first;
+    `bench` (a namespace package) from either tree."""
+    return {
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(tree), str(ROOT)])),
+        "BENCH_PROJECT_DIR": str(tree),
+    }
 
 
 def prepare_project(reset_db: bool, env: dict) -> None:
@@ -230,17 +237,21 @@ def prepare_project(reset_db: bool, env: dict) -> None:
     run_checked([python, "manage.py", "collectstatic", "--noinput"], env=env)
 
 
-def daphne(name: str, env: dict) -> Server:
+def daphne(name: str, env: dict, tree: Path | None = None) -> Server:
+    """Daphne serving `tree` (default: the tree of the run, PROJECT)."""
+    tree = tree or PROJECT
     port = procs.free_port()
-    server_env = dict(env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}")
+    server_env = dict(
+        env, DATABASE_URL=f"{DATABASE_URL}?application_name=bench-{name}", **tree_paths(tree)
+    )
     # Daphne on uvloop, as the Dockerfile runs it; a snapshot of a commit
     # from before chatsite.serve (BENCH_PROJECT_REF) runs plain Daphne.
-    if (PROJECT / "chatsite" / "serve.py").exists():
+    if (tree / "chatsite" / "serve.py").exists():
         cmd = [VENV_BIN / "python", "-m", "chatsite.serve"]
     else:
         cmd = [VENV_BIN / "daphne"]
     cmd += ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog=2048", "chatsite.asgi:application"]
-    return Server(name, cmd, PROJECT, server_env, port)
+    return Server(name, cmd, tree, server_env, port)
 
 
 def uvicorn(name: str, env: dict) -> Server:
